@@ -1,0 +1,34 @@
+"""A mixture of coins: each episode flips one coin, chosen once, for all its tokens.
+
+The two-coin prior of the project's first question (P(🌈) = 2/3 or 1/3, each
+coin with probability 1/2). With one coin and weight 1 it is the
+misspecified source q of the default experiment.
+"""
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+from toolkit import Prior, register_prior
+from toolkit.errors import ModelError
+
+
+@register_prior("coin_mixture")
+def coin_mixture(thetas=(1 / 3, 2 / 3), weights=None) -> Prior:
+    """Coins with P(y = 🌈 = 0) = ``thetas[k]``, coin k chosen with probability ``weights[k]``."""
+    thetas = jnp.asarray(thetas, dtype=float).reshape(-1)
+    weights = jnp.ones(len(thetas)) / len(thetas) if weights is None else jnp.asarray(weights, dtype=float).reshape(-1)
+    if len(weights) != len(thetas):
+        raise ModelError(f"coin_mixture needs one weight per coin, got {len(weights)} weights for {len(thetas)} coins")
+    if not (jnp.all((thetas >= 0) & (thetas <= 1))):
+        raise ModelError(f"coin_mixture thetas must lie in [0, 1], got {thetas.tolist()}")
+    if not (jnp.all(weights >= 0) and jnp.isclose(weights.sum(), 1.0)):
+        raise ModelError(f"coin_mixture weights must be non-negative and sum to 1, got {weights.tolist()}")
+
+    def model(length, y=None):
+        z = numpyro.sample("z", dist.Categorical(probs=weights))
+        # outcome 0 is 🌈 with probability theta, so y ~ Bernoulli(1 - theta)
+        with numpyro.plate("position", length):
+            numpyro.sample("y", dist.Bernoulli(probs=1.0 - thetas[z]), obs=y)
+
+    return Prior(model, kind="tokens", outcomes=("🌈", "🦄"))

@@ -1,0 +1,41 @@
+"""Dimension and variable names of the comparison Dataset: the one place they are spelled.
+
+Every module builds results with these names, so a Dataset from any predictor,
+engine or scenario lines up with every other (DESIGN.md, "The comparison Dataset").
+"""
+
+PREDICTOR = "predictor"
+SCENARIO = "scenario"
+EPISODE = "episode"
+POSITION = "position"  # 1-based: position t predicts y_t from the t-1 earlier items
+OUTCOME = "outcome"
+QUANTILE = "quantile"
+Y_GRID = "y_grid"
+FEATURE = "feature"
+COMPLETION = "completion"
+LATENT = "latent"  # joint index over a prior's enumerated latent values
+
+# Site names of the prior convention.
+Y_SITE = "y"
+X_SITE = "x"
+POSITION_PLATE = "position"
+
+# Quantile levels every regression predictor reports.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+__all__ = [
+    "PREDICTOR",
+    "SCENARIO",
+    "EPISODE",
+    "POSITION",
+    "OUTCOME",
+    "QUANTILE",
+    "Y_GRID",
+    "FEATURE",
+    "COMPLETION",
+    "LATENT",
+    "Y_SITE",
+    "X_SITE",
+    "POSITION_PLATE",
+    "QUANTILES",
+]

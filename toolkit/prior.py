@@ -1,0 +1,269 @@
+"""`Prior`: a NumPyro model under the prior convention, plus a little metadata.
+
+The convention (DESIGN.md, "Priors"): the model takes ``length`` and keyword
+observations ``y=None`` (and ``x=None`` for regression); the predicted site is
+``y`` and the regression inputs are ``x``, both inside
+``numpyro.plate("position", length)``; every other site is a latent.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Literal
+
+import jax
+import numpy as np
+from numpyro import handlers
+
+from .dims import POSITION_PLATE, X_SITE, Y_SITE
+from .episodes import Episodes
+from .errors import ModelError
+
+Kind = Literal["tokens", "regression"]
+
+CONVENTION = (
+    "a prior model is `def model(length, y=None)` (regression: `def model(length, x=None, y=None)`) "
+    "with `numpyro.sample('y', ..., obs=y)` (and site 'x') inside `numpyro.plate('position', length)`"
+)
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What one trace of the model says about a sample site."""
+
+    name: str
+    shape: tuple[int, ...]
+    in_position_plate: bool
+    has_enumerate_support: bool
+    support_size: int | None
+    is_discrete: bool
+
+
+class Prior:
+    """A prior over sequences: a NumPyro model plus what the toolkit needs to know about it.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(length, y=None)`` for tokens, ``model(length, x=None, y=None)``
+        for regression, following the prior convention.
+    kind : {"tokens", "regression"}
+        Integer outcomes in ``[0, V)`` or real outcomes with real inputs.
+    outcomes : sequence of str, optional
+        Labels of the V token outcomes (tokens only; default ``"0".."V-1"``
+        read from the model's support).
+    x_dim : int, optional
+        Number of regression features (regression only; read from the model
+        when omitted).
+    exact_predictive : callable, optional
+        Closed form ``exact_predictive(episodes) -> numpyro Distribution`` with
+        batch shape (episode, position): the law of ``y_t`` given ``y_<t``
+        (and ``x_<=t``). Used by the ``closed_form`` engine.
+    eos : int, optional
+        Token that ends a sequence; positions after the first EOS are padding
+        and get ``mask = False``.
+    name, params : str, dict, optional
+        Registry name and parameters, recorded as provenance.
+    metadata : dict, optional
+        Anything else worth recording (e.g. a truncated probability mass).
+
+    Examples
+    --------
+    >>> import numpyro, numpyro.distributions as dist
+    >>> def model(length, y=None):
+    ...     p = numpyro.sample("p", dist.Beta(1.0, 1.0))
+    ...     with numpyro.plate("position", length):
+    ...         numpyro.sample("y", dist.Bernoulli(p), obs=y)
+    >>> prior = Prior(model, kind="tokens", outcomes=("H", "T"))
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        *,
+        kind: Kind,
+        outcomes: tuple[str, ...] | None = None,
+        x_dim: int | None = None,
+        exact_predictive: Callable[[Episodes], Any] | None = None,
+        eos: int | None = None,
+        name: str | None = None,
+        params: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        if kind not in ("tokens", "regression"):
+            raise ModelError(f"Prior kind must be 'tokens' or 'regression', got {kind!r}")
+        if not callable(model):
+            raise ModelError(f"Prior model must be a callable NumPyro model, got {type(model).__name__}; {CONVENTION}")
+        if not _call_signature_ok(model):
+            raise ModelError(f"the model does not accept the keyword 'y'; {CONVENTION}")
+        self.model = model
+        self.kind: Kind = kind
+        self.exact_predictive = exact_predictive
+        self.eos = eos
+        self.name = name or getattr(model, "__name__", "model")
+        self.params = dict(params or {})
+        self.metadata = dict(metadata or {})
+        sites = self.sites()
+        if kind == "tokens":
+            y_site = sites[Y_SITE]
+            if outcomes is None:
+                if not y_site.has_enumerate_support or not y_site.support_size:
+                    raise ModelError(
+                        "a tokens prior needs `outcomes=` labels or a 'y' distribution with finite support "
+                        "(Categorical, Bernoulli)"
+                    )
+                outcomes = tuple(str(v) for v in range(y_site.support_size))
+            self.outcomes: tuple[str, ...] | None = tuple(str(o) for o in outcomes)
+            self.x_dim = None
+        else:
+            self.outcomes = None
+            if X_SITE not in sites:
+                raise ModelError(f"a regression prior needs an 'x' sample site; {CONVENTION}")
+            shape = sites[X_SITE].shape
+            self.x_dim = int(x_dim if x_dim is not None else (shape[-1] if len(shape) > 1 else 1))
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def num_outcomes(self) -> int:
+        if self.outcomes is None:
+            raise AttributeError("regression priors have no finite outcome set")
+        return len(self.outcomes)
+
+    def _call_kwargs(self, length: int, y=None, x=None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"y": y}
+        if self.kind == "regression":
+            kwargs["x"] = x
+        return kwargs
+
+    def trace(self, key, length: int, *, y=None, x=None) -> dict:
+        """One NumPyro trace of the model (optionally conditioned on y and x)."""
+        try:
+            return handlers.trace(handlers.seed(self.model, key)).get_trace(
+                length, **self._call_kwargs(length, y=y, x=x)
+            )
+        except TypeError as exc:
+            raise ModelError(f"calling the model failed ({exc}); {CONVENTION}") from None
+
+    def sites(self, length: int = 3) -> dict[str, SiteInfo]:
+        """Sample sites of one trace at a small length, checked against the convention."""
+        return _site_table(self, length)
+
+    def latent_sites(self, length: int = 3) -> dict[str, SiteInfo]:
+        """Latent sites outside the position plate (the global latents)."""
+        return {
+            n: s for n, s in self.sites(length).items() if n not in (Y_SITE, X_SITE) and not s.in_position_plate
+        }
+
+    def local_latent_sites(self, length: int = 3) -> dict[str, SiteInfo]:
+        """Latent sites inside the position plate (e.g. an HMM's hidden states)."""
+        return {n: s for n, s in self.sites(length).items() if n not in (Y_SITE, X_SITE) and s.in_position_plate}
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, key, num_episodes: int, length: int) -> Episodes:
+        """Draw ``num_episodes`` sequences of ``length`` in one jitted, vmapped trace.
+
+        Parameters
+        ----------
+        key : jax.random key
+        num_episodes, length : int
+
+        Returns
+        -------
+        Episodes
+            ``y (episode, position)``, ``x (episode, position, feature)`` for
+            regression, the true global ``latents`` and, when the prior has an
+            EOS token, the ``mask``.
+        """
+        if num_episodes < 1 or length < 1:
+            raise ModelError(f"num_episodes and length must be positive, got {num_episodes} and {length}")
+        out = _sampler(self, int(length))(jax.random.split(key, int(num_episodes)))
+        out = jax.device_get(out)
+        y = np.asarray(out.pop(Y_SITE))
+        x = out.pop(X_SITE, None)
+        if self.kind == "tokens":
+            y = y.astype(np.int64)
+        mask = None
+        if self.eos is not None:
+            ended = np.cumsum(y == self.eos, axis=1) - (y == self.eos)
+            mask = ended == 0
+        return Episodes(y=y, x=None if x is None else np.asarray(x), latents=out, mask=mask)
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance: name, kind, parameters (JSON-safe)."""
+        return {"name": self.name, "kind": self.kind, "params": _jsonable(self.params), **_jsonable(self.metadata)}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"Prior({self.name}({params}), kind={self.kind!r})"
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=lambda v: np.asarray(v).tolist()))
+
+
+def _site_table(prior: Prior, length: int) -> dict[str, SiteInfo]:
+    tr = prior.trace(jax.random.key(0), length)
+    table = {}
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        fn = site["fn"]
+        in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"])
+        enumerable = bool(getattr(fn, "has_enumerate_support", False))
+        size = None
+        if enumerable:
+            try:
+                size = int(fn.enumerate_support(expand=False).shape[0])
+            except Exception:  # noqa: BLE001 - some supports are data-dependent
+                size = None
+        is_discrete = bool(getattr(fn.support, "is_discrete", False))
+        table[name] = SiteInfo(name, tuple(np.shape(site["value"])), in_plate, enumerable, size, is_discrete)
+    if Y_SITE not in table:
+        raise ModelError(f"the model has no sample site 'y'; {CONVENTION}")
+    if not table[Y_SITE].in_position_plate:
+        raise ModelError(f"site 'y' is not inside numpyro.plate('position', length); {CONVENTION}")
+    if table[Y_SITE].shape[:1] != (length,):
+        raise ModelError(
+            f"site 'y' has shape {table[Y_SITE].shape} at length {length}; it must lead with the position dim "
+            f"({length},); {CONVENTION}"
+        )
+    if X_SITE in table and not table[X_SITE].in_position_plate:
+        raise ModelError(f"site 'x' is not inside numpyro.plate('position', length); {CONVENTION}")
+    return table
+
+
+@lru_cache(maxsize=64)
+def _sampler_cached(model, kind: str, length: int):
+    def one(key):
+        kwargs = {"y": None} if kind == "tokens" else {"x": None, "y": None}
+        tr = handlers.trace(handlers.seed(model, key)).get_trace(length, **kwargs)
+        out = {}
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"])
+            if name in (Y_SITE, X_SITE) or not in_plate:
+                out[name] = site["value"]
+        return out
+
+    return jax.jit(jax.vmap(one))
+
+
+def _sampler(prior: Prior, length: int):
+    return _sampler_cached(prior.model, prior.kind, length)
+
+
+def _call_signature_ok(model) -> bool:
+    """True when ``model`` accepts ``length`` positionally and ``y`` by keyword."""
+    try:
+        sig = inspect.signature(model)
+    except (TypeError, ValueError):
+        return True
+    params = sig.parameters
+    return "y" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+__all__ = ["Prior", "SiteInfo", "Kind", "CONVENTION"]
