@@ -6,6 +6,7 @@ misspecified source q of the default experiment.
 """
 
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -16,19 +17,20 @@ from toolkit.errors import ModelError
 @register_prior("coin_mixture")
 def coin_mixture(thetas=(1 / 3, 2 / 3), weights=None) -> Prior:
     """Coins with P(y = 🌈 = 0) = ``thetas[k]``, coin k chosen with probability ``weights[k]``."""
-    thetas = jnp.asarray(thetas, dtype=float).reshape(-1)
-    weights = jnp.ones(len(thetas)) / len(thetas) if weights is None else jnp.asarray(weights, dtype=float).reshape(-1)
+    # numpy, not jnp: the constants stay float64 when an engine traces the model under x64
+    thetas = np.asarray(thetas, dtype=np.float64).reshape(-1)
+    weights = np.full(len(thetas), 1 / len(thetas)) if weights is None else np.asarray(weights, np.float64).reshape(-1)
     if len(weights) != len(thetas):
         raise ModelError(f"coin_mixture needs one weight per coin, got {len(weights)} weights for {len(thetas)} coins")
-    if not (jnp.all((thetas >= 0) & (thetas <= 1))):
+    if not (np.all((thetas >= 0) & (thetas <= 1))):
         raise ModelError(f"coin_mixture thetas must lie in [0, 1], got {thetas.tolist()}")
-    if not (jnp.all(weights >= 0) and jnp.isclose(weights.sum(), 1.0)):
+    if not (np.all(weights >= 0) and np.isclose(weights.sum(), 1.0)):
         raise ModelError(f"coin_mixture weights must be non-negative and sum to 1, got {weights.tolist()}")
 
     def model(length, y=None):
-        z = numpyro.sample("z", dist.Categorical(probs=weights))
+        z = numpyro.sample("z", dist.Categorical(probs=jnp.asarray(weights)))
         # outcome 0 is 🌈 with probability theta, so y ~ Bernoulli(1 - theta)
         with numpyro.plate("position", length):
-            numpyro.sample("y", dist.Bernoulli(probs=1.0 - thetas[z]), obs=y)
+            numpyro.sample("y", dist.Bernoulli(probs=1.0 - jnp.asarray(thetas)[z]), obs=y)
 
     return Prior(model, kind="tokens", outcomes=("🌈", "🦄"))

@@ -5,7 +5,14 @@ import os
 # JAX samples priors beside a torch learner: never let it grab the accelerator's memory.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-from . import dims
+import jax  # noqa: E402
+
+# Exact engines promise 1e-9 agreement with closed forms, so JAX works in float64.
+# Scoped `jax.enable_x64` contexts proved unsafe: functions first traced in float32
+# keep their cached float32 lowering. Learners cast to float32 themselves.
+jax.config.update("jax_enable_x64", True)
+
+from . import dims, metrics
 from .episodes import Episodes
 from .errors import (
     CheckpointError,
@@ -23,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dims",
+    "metrics",
     "Episodes",
     "Prior",
     "Predictor",

@@ -51,7 +51,7 @@ def token_predictions(log_prob: np.ndarray, episodes: Episodes, outcomes) -> xr.
         log p(y_t = v | y_<t) for every outcome v; NaN where undefined.
     episodes : Episodes
         The episodes predicted; ``y`` picks ``log_score``. Masked (padding)
-        positions get NaN in every variable.
+        positions get a NaN ``log_score``.
     outcomes : sequence of str
         Outcome labels, one per last-axis entry of ``log_prob``.
     """
@@ -64,7 +64,7 @@ def token_predictions(log_prob: np.ndarray, episodes: Episodes, outcomes) -> xr.
     y = np.clip(episodes.y.astype(np.int64), 0, num_outcomes - 1)
     log_score = np.take_along_axis(log_prob, y[..., None], axis=-1)[..., 0]
     if episodes.mask is not None:
-        log_prob = np.where(episodes.mask[..., None], log_prob, np.nan)
+        # padding has no realised outcome; the distribution itself stays (a prompt's next token sits there)
         log_score = np.where(episodes.mask, log_score, np.nan)
     return xr.Dataset(
         {

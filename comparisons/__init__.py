@@ -1,0 +1,1 @@
+"""Experiments: configs, the `run.py` CLI, metrics assembly, report and figures."""

@@ -1,0 +1,161 @@
+"""Experiment configuration: typed defaults, TOML files, ``--set a.b=value`` overrides.
+
+nanoGPT's configurator idea without its ``exec``: values are parsed as TOML
+literals and validated by pydantic, so a wrong key or type fails with one line
+naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from toolkit.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "coin_mixture.toml"
+
+PredictorName = Literal["bayes", "bayes_mcmc", "oracle", "best_mixture", "frequency", "learner"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PriorConfig(Strict):
+    name: str = "coin_mixture"  # a registered prior, "path/file.py:obj" or "module:obj"
+    params: dict[str, Any] = {}  # keyword arguments of the prior's factory
+    kind: Literal["tokens", "regression"] | None = None  # only for a bare model given by path
+    outcomes: list[str] | None = None  # only for a bare tokens model given by path
+
+
+class ScenarioConfig(Strict):
+    kind: Literal["in_distribution", "misspecified", "prompts"]
+    description: str = ""
+    prior: str | None = None  # misspecified: the source q (registered name or path)
+    params: dict[str, Any] = {}  # misspecified: q's parameters shared by every grid point
+    grid: dict[str, list[Any]] | None = None  # misspecified: one scenario per combination
+    prompts: list[str | list[int]] | None = None  # prompts: label strings or token lists
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_not_empty(cls, grid):
+        for key, values in (grid or {}).items():
+            if not values:
+                raise ValueError(f"grid.{key} is empty; give at least one value")
+        return grid
+
+
+class EvaluationConfig(Strict):
+    num_episodes: int = Field(2000, gt=0)  # evaluation episodes per scenario
+    length: int = Field(64, gt=0)  # positions per episode
+    seed: int = 1  # evaluation episodes come from this seed
+    predictors: list[PredictorName] = ["bayes", "oracle", "best_mixture", "frequency", "learner"]
+    report_positions: list[int] = [1, 8, 32, 64]  # positions tabulated in report.md
+    bootstrap_resamples: int = Field(1000, gt=0)  # for cross-entropy intervals
+
+
+class LearnerConfig(Strict):
+    model: dict[str, Any] = {}  # overrides of learners.TransformerConfig
+    training: dict[str, Any] = {}  # overrides of learners.TrainConfig
+
+
+class RunConfig(Strict):
+    prior: PriorConfig = PriorConfig()
+    scenarios: dict[str, ScenarioConfig] = {"in_distribution": ScenarioConfig(kind="in_distribution")}
+    evaluation: EvaluationConfig = EvaluationConfig()
+    learner: LearnerConfig = LearnerConfig()
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=value"`` -> (["a", "b"], value), the value read as a TOML literal (bare words stay strings)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set evaluation.length=32")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _apply(tree: dict, path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is a value, not a table")
+        node = child
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), profile: str | None = None) -> RunConfig:
+    """Read a TOML config (the default experiment when ``path`` is None), apply a profile and overrides.
+
+    A ``[profiles.NAME]`` table in the file holds overrides applied by ``profile=NAME``.
+    """
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.toml")))
+        raise ConfigError(f"config file {path} does not exist; built-in configs: {known}")
+    try:
+        tree = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    profiles = tree.pop("profiles", {})
+    if profile is not None:
+        if profile not in profiles:
+            raise ConfigError(f"profile {profile!r} is not in {path.name}; profiles there: {', '.join(profiles) or '(none)'}")
+        _merge(tree, profiles[profile])
+    for item in overrides:
+        _apply(tree, *parse_override(item))
+    return validate(tree)
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def validate(tree: dict) -> RunConfig:
+    """A `RunConfig` from a plain dict, or a `ConfigError` naming the first bad key."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            msg = "is not a known key"
+            parent = _model_at(err["loc"][:-1])
+            if parent is not None:
+                msg += f"; allowed here: {', '.join(parent.model_fields)}"
+        else:
+            msg = err["msg"]
+            if "input" in err and not isinstance(err["input"], dict):
+                msg += f" (got {err['input']!r})"
+        raise ConfigError(f"config key {key}: {msg}") from None
+
+
+def _model_at(loc) -> type[BaseModel] | None:
+    model: Any = RunConfig
+    for part in loc:
+        if model is RunConfig and part == "scenarios":
+            model = "scenarios"
+            continue
+        if model == "scenarios":
+            model = ScenarioConfig
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) else None
+
+
+__all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "LearnerConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]

@@ -1,0 +1,130 @@
+"""`report.md`: the comparison's answer in numbers, as Markdown tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import xarray as xr
+
+from toolkit.dims import POSITION, PREDICTOR, SCENARIO
+
+from .figures import entropy_of_source
+
+
+def _fmt(value, digits=4) -> str:
+    value = float(value)
+    if np.isnan(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def cross_entropy_table(ds: xr.Dataset, metrics: xr.Dataset, scenario: str, positions: list[int]) -> str:
+    """Cross-entropy at the chosen positions for every predictor of one scenario, with H(q)."""
+    positions = [p for p in positions if p in metrics[POSITION].values]
+    m = metrics.sel({SCENARIO: scenario})
+    rows = []
+    for name in metrics[PREDICTOR].values:
+        ce = m["cross_entropy"].sel({PREDICTOR: name})
+        if np.all(np.isnan(ce)):
+            continue
+        row = [str(name)] + [_fmt(ce.sel({POSITION: p})) for p in positions]
+        row.append(_fmt(m["cross_entropy_mean"].sel({PREDICTOR: name})))
+        if "kl_from_reference_mean" in m:
+            row.append(_fmt(m["kl_from_reference_mean"].sel({PREDICTOR: name}), 5))
+        rows.append(row)
+    header = ["predictor"] + [f"CE t={p}" for p in positions] + ["CE mean"]
+    if "kl_from_reference_mean" in m:
+        header.append(f"KL({metrics.attrs.get('reference', 'bayes')}‖·) mean")
+    entropy = entropy_of_source(ds)
+    if entropy is not None:
+        h = entropy.sel({SCENARIO: scenario})
+        rows.append(["H(q)"] + [_fmt(h.sel({POSITION: p})) for p in positions] + [_fmt(h.mean()), ""][: len(header) - len(positions) - 1])
+    return markdown_table(header, rows)
+
+
+def relative_distance_table(metrics: xr.Dataset, predictor: str, positions: list[int]) -> str:
+    positions = [p for p in positions if p in metrics[POSITION].values]
+    rd = metrics["relative_distance"].sel({PREDICTOR: predictor})
+    rows = [[str(s)] + [_fmt(rd.sel({SCENARIO: s, POSITION: p}), 2) for p in positions] for s in metrics[SCENARIO].values]
+    return markdown_table(["scenario"] + [f"t={p}" for p in positions], rows)
+
+
+def verdict(value: float) -> str:
+    if np.isnan(value):
+        return "undetermined (Bayes and the best mixture agree here)"
+    if value < -0.5:
+        return "predicts like Bayes"
+    if value > 0.5:
+        return "predicts like the best fixed mixture"
+    return "sits between Bayes and the best fixed mixture"
+
+
+def answer(ds: xr.Dataset, metrics: xr.Dataset, *, learner: str = "learner") -> list[str]:
+    """One line per scenario: the learner's cross-entropy beside Bayes, the best mixture and H(q)."""
+    lines = []
+    predictors = list(metrics[PREDICTOR].values)
+    if learner not in predictors:
+        return ["No learner in this comparison."]
+    entropy = entropy_of_source(ds)
+    for s in metrics[SCENARIO].values:
+        m = metrics.sel({SCENARIO: s})
+        last = int(m[POSITION].values[-1])
+        ce = lambda n: float(m["cross_entropy"].sel({PREDICTOR: n, POSITION: last})) if n in predictors else np.nan  # noqa: E731
+        parts = [f"**{s}**: at t={last} the learner's cross-entropy is {_fmt(ce(learner))} nats"]
+        parts.append(f"(Bayes {_fmt(ce('bayes'))}, best mixture {_fmt(ce('best_mixture'))}")
+        if entropy is not None:
+            parts[-1] += f", H(q) {_fmt(entropy.sel({SCENARIO: s, POSITION: last}))}"
+        parts[-1] += ")"
+        if "kl_from_reference_mean" in m:
+            parts[-1] += f"; mean KL(bayes‖learner) over positions {_fmt(m['kl_from_reference_mean'].sel({PREDICTOR: learner}), 5)}"
+        if "relative_distance" in m:
+            tail = m["relative_distance"].sel({PREDICTOR: learner}).isel({POSITION: slice(len(m[POSITION]) // 2, None)})
+            rd = float(tail.mean(skipna=True)) if np.any(np.isfinite(tail)) else np.nan
+            parts[-1] += f"; relative distance (second half of positions) {_fmt(rd, 2)}: the learner {verdict(rd)}"
+        lines.append(" ".join(parts) + ".")
+    return lines
+
+
+def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], figures: dict[str, str], run_info: dict) -> str:
+    """The Markdown text of report.md."""
+    prior = json.loads(ds.attrs["prior"]) if isinstance(ds.attrs.get("prior"), str) else ds.attrs.get("prior", {})
+    out = [f"# metabayes report: {prior.get('name', 'prior')}", ""]
+    out += [
+        "Does a sequence model meta-trained on the prior predict like exact Bayes, in-distribution and on data "
+        "the prior cannot produce? Each predictor sees the same evaluation episodes; position t predicts y_t "
+        "from the t − 1 earlier outcomes.",
+        "",
+        "## Answer",
+        "",
+    ]
+    out += [f"- {line}" for line in answer(ds, metrics)]
+    out += ["", "## Setup", ""]
+    out += [f"- **{k}**: {v}" for k, v in run_info.items()]
+    out += ["", "## Cross-entropy (nats) per scenario", ""]
+    for s in metrics[SCENARIO].values:
+        desc = str(ds["scenario_description"].sel({SCENARIO: s}).values) if "scenario_description" in ds.coords else ""
+        out += [f"### {s}", "", desc, "", cross_entropy_table(ds, metrics, str(s), positions), ""]
+    if "relative_distance" in metrics and "learner" in metrics[PREDICTOR].values:
+        out += [
+            "## Where the learner sits between Bayes (−1) and the best fixed mixture (+1)",
+            "",
+            "Relative distance (JS(h, bayes) − JS(h, best_mixture)) / JS(bayes, best_mixture), mean over episodes.",
+            "",
+            relative_distance_table(metrics, "learner", sorted({2, 4, 8, 16, 32, *positions})),
+            "",
+        ]
+    if figures:
+        out += ["## Figures", ""]
+        out += [f"![{name}]({path})" for name, path in figures.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+__all__ = ["write_report", "answer", "cross_entropy_table", "relative_distance_table", "markdown_table"]

@@ -1,0 +1,199 @@
+"""Run an experiment: train (or reuse) a learner, evaluate every predictor on every scenario, report.
+
+    python comparisons/run.py [--config comparisons/configs/NAME.toml] [--profile NAME]
+                              [--set key=value ...] [--out DIR]
+
+Without arguments it runs the default experiment (the two-coin prior with
+misspecified coins) and writes ``results/coin_mixture/``: ``comparison.nc``,
+``metrics.nc``, ``report.md``, ``figures/*.png``, ``learner/`` and, where
+MCMC ran, ``mcmc/*.nc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from comparisons.config import RunConfig, load_config  # noqa: E402
+from toolkit.errors import ConfigError, MetabayesError, UnknownNameError  # noqa: E402
+
+
+def build_prior(cfg: RunConfig):
+    from toolkit.registry import get_prior, load_prior
+
+    p = cfg.prior
+    try:
+        if p.kind is not None:
+            return load_prior(p.name, kind=p.kind, outcomes=p.outcomes, **p.params)
+        return get_prior(p.name, **p.params)
+    except MetabayesError as exc:
+        raise type(exc)(f"prior: {exc}") from None
+
+
+def build_scenarios(cfg: RunConfig, prior):
+    from toolkit.scenario import Scenario, scenario_grid
+
+    scenarios = []
+    for name, sc in cfg.scenarios.items():
+        try:
+            if sc.kind == "in_distribution":
+                item = Scenario.in_distribution(prior, name)
+                item.description = sc.description or item.description
+                scenarios.append(item)
+            elif sc.kind == "misspecified":
+                if not sc.prior:
+                    raise ConfigError("a misspecified scenario needs `prior`, the source q (a registered name or path)")
+                scenarios += scenario_grid(name, sc.prior, params=sc.params, grid=sc.grid, description=sc.description)
+            else:
+                if prior.kind != "tokens":
+                    raise ConfigError("prompt scenarios need a tokens prior")
+                scenarios.append(Scenario.from_prompts(name, sc.prompts or [], prior.outcomes, description=sc.description))
+        except MetabayesError as exc:
+            raise type(exc)(f"scenarios.{name}: {exc}") from None
+    return scenarios
+
+
+def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
+    """Reuse a finished checkpoint whose config matches, else train (resuming from the newest checkpoint)."""
+    import learners
+
+    model_cfg = learners.TransformerConfig.from_dict(cfg.learner.model)
+    train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
+    directory = out / "learner"
+    if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True):
+        predictor = learners.load(directory)
+        print(f"reusing the trained learner in {directory}")
+        return predictor
+    return learners.train(prior, model_cfg, train_cfg, directory, progress=progress).predictor
+
+
+PREDICTOR_BUILDERS = {
+    "bayes": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(prior),
+    "bayes_mcmc": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
+        prior, engine="mcmc", name="bayes_mcmc"
+    ),
+    "oracle": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).OraclePredictor(),
+    "best_mixture": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).BestMixturePredictor(),
+    "frequency": lambda prior, **_: __import__("toolkit.baselines", fromlist=["x"]).FrequencyPredictor(prior.outcomes),
+    "learner": lambda prior, cfg, out, progress: train_learner(cfg, prior, out, progress=progress),
+}
+
+
+def build_predictors(cfg: RunConfig, prior, out: Path, *, progress: bool) -> dict:
+    predictors = {}
+    for name in cfg.evaluation.predictors:
+        if name not in PREDICTOR_BUILDERS:
+            raise UnknownNameError("predictor", name, PREDICTOR_BUILDERS)
+        predictors[name] = PREDICTOR_BUILDERS[name](prior, cfg=cfg, out=out, progress=progress)
+    return predictors
+
+
+def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = "") -> dict:
+    """Run the experiment described by ``cfg`` into ``out``; returns the paths written and timings."""
+    from comparisons.figures import cross_entropy_figure, mixture_weight_figure, predictions_figure
+    from comparisons.report import write_report
+    from toolkit.compare import compare
+    from toolkit.io import write_netcdf, write_text
+    from toolkit.oracles import component_log_prob
+    from toolkit.summaries import metrics_dataset
+
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    prior = build_prior(cfg)
+    scenarios = build_scenarios(cfg, prior)
+    t0 = time.perf_counter()
+    predictors = build_predictors(cfg, prior, out, progress=progress)
+    train_s = time.perf_counter() - t0
+    learner = predictors.get("learner")
+    attrs = {"config": cfg.model_dump(mode="json"), "config_name": config_name}
+    if learner is not None:
+        info = learner.describe()
+        attrs.update(learner=info, training_steps=info.get("steps"), training_wall_time_s=info.get("wall_time_s"),
+                     checkpoint_sha256=info.get("weights_sha256"))
+    if "bayes" in predictors:
+        attrs["inference_method"] = predictors["bayes"].engine
+    inference_data: dict = {}
+    t0 = time.perf_counter()
+    ds = compare(
+        prior, scenarios, predictors,
+        num_episodes=cfg.evaluation.num_episodes, length=cfg.evaluation.length,
+        key=jax.random.key(cfg.evaluation.seed), inference_data=inference_data, attrs=attrs,
+    )
+    metrics = metrics_dataset(ds, bootstrap_resamples=cfg.evaluation.bootstrap_resamples, seed=cfg.evaluation.seed)
+    metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")})
+    eval_s = time.perf_counter() - t0
+    written = {"comparison": write_netcdf(ds, out / "comparison.nc"), "metrics": write_netcdf(metrics, out / "metrics.nc")}
+    for scenario, idata in inference_data.items():
+        written[f"mcmc/{scenario}"] = idata.to_netcdf(str(out / "mcmc" / f"{scenario}.nc"))
+    figures = {"cross-entropy": "figures/cross_entropy.png"}
+    cross_entropy_figure(ds, metrics, out / figures["cross-entropy"])
+    focus = next((str(s.name) for s in scenarios if s.kind == "misspecified"), str(scenarios[0].name))
+    if prior.kind == "tokens" and "log_prob" in ds:
+        figures[f"predictions on {focus}"] = "figures/predictions.png"
+        predictions_figure(ds, focus, out / figures[f"predictions on {focus}"])
+        if learner is not None and "bayes" in predictors:
+            try:
+                theta = np.exp(component_log_prob(prior, 1)[:, 0, 0])
+            except MetabayesError:
+                theta = np.array([])
+            if theta.size == 2:
+                figures["implied mixture weight"] = "figures/mixture_weight.png"
+                mixture_weight_figure(ds, focus, theta, out / figures["implied mixture weight"])
+    total_s = time.perf_counter() - start
+    run_info = {
+        "prior": f"{prior!r}",
+        "scenarios": ", ".join(s.name for s in scenarios),
+        "episodes": f"{cfg.evaluation.num_episodes} per scenario, length {cfg.evaluation.length}",
+        "Bayes engine": attrs.get("inference_method", "–"),
+        "wall time": f"{total_s:.0f} s in all ({train_s:.0f} s training or loading the learner, {eval_s:.0f} s evaluation)",
+    }
+    if learner is not None:
+        info = attrs["learner"]
+        run_info["learner"] = (
+            f"CausalTransformer {json.dumps(info.get('model', {}))}, {info.get('steps')} steps, "
+            f"trained in {info.get('wall_time_s', float('nan')):.0f} s"
+        )
+    report = write_report(ds, metrics, positions=cfg.evaluation.report_positions, figures=figures, run_info=run_info)
+    written["report"] = write_text(report, out / "report.md")
+    return {"dataset": ds, "metrics": metrics, "report": report, "written": written, "wall_time_s": total_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python comparisons/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="TOML config (default: comparisons/configs/coin_mixture.toml)")
+    parser.add_argument("--profile", help="a [profiles.NAME] table of the config to apply (e.g. tiny, cpu, paper)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set evaluation.length=32 (repeatable)")
+    parser.add_argument("--out", help="output folder (default: results/<config name>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides, args.profile)
+        name = Path(args.config).stem if args.config else "coin_mixture"
+        out = Path(args.out) if args.out else Path("results") / name
+        result = run(cfg, out, progress=not args.no_progress, config_name=name)
+    except MetabayesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished checkpoints and result files are intact; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    from comparisons.report import answer
+
+    print("\n".join(answer(result["dataset"], result["metrics"])))
+    print(f"\nwrote {out}/ (report.md, comparison.nc, metrics.nc, figures/) in {result['wall_time_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""metabayes learners: sequence models meta-trained on fresh prior samples, and their checkpoints.
+
+>>> import jax, learners, priors                                            # doctest: +SKIP
+>>> result = learners.train(priors.get("coin_mixture"), out_dir="runs/coin")  # doctest: +SKIP
+>>> learner = learners.load("runs/coin")                                    # doctest: +SKIP
+>>> learner.predict(episodes)          # xr.Dataset: log_prob (episode, position, outcome), log_score
+"""
+
+import os
+
+# JAX samples the prior beside torch: never let it grab the accelerator's memory (toolkit sets this too).
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+from .checkpoint import weights_sha256
+from .model import CausalTransformer, ModelConfig, TransformerConfig
+from .predictor import LearnerPredictor, load
+from .train import TrainConfig, TrainResult, config_diff, config_matches, lr_at, run_signature, train
+
+__all__ = [
+    "TransformerConfig",
+    "ModelConfig",
+    "CausalTransformer",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "load",
+    "LearnerPredictor",
+    "config_matches",
+    "config_diff",
+    "run_signature",
+    "lr_at",
+    "weights_sha256",
+]

@@ -1,0 +1,211 @@
+"""A small causal transformer for token sequences: next-token logits at every position in one pass.
+
+Follows nanoGPT's ``model.py`` (Karpathy, https://github.com/karpathy/nanoGPT):
+pre-norm blocks, causal ``F.scaled_dot_product_attention``, learned absolute
+positions, GPT-2 initialisation. Two changes for meta-learning a prior:
+
+- A BOS token is prepended, so the input vocabulary has ``vocab_size + 1``
+  entries and the head has ``vocab_size`` logits. Inputs
+  ``[BOS, y_1, ..., y_{T-1}]`` give the logits for ``y_1, ..., y_T``: position
+  t predicts y_t from y_<t, the first one from nothing at all (the prior
+  predictive).
+- No dropout: training draws fresh prior samples every step, so there is
+  nothing to overfit, and training stays deterministic for a seed without
+  touching torch's global random state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from toolkit.errors import ConfigError, DataError
+
+PositionalEncoding = Literal["learned", "none"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of a `CausalTransformer`; the defaults are the tuned coin-mixture learner."""
+
+    vocab_size: int | None = None  # outcomes V of the prior (inputs add a BOS token); None = read from the prior
+    block_size: int | None = None  # longest context the model accepts; None = the training length
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 2  # attention heads per block
+    n_embd: int = 64  # residual stream width; a multiple of n_head
+    mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * n_embd
+    bias: bool = True  # biases in Linear layers and LayerNorms
+    pos_encoding: PositionalEncoding = "learned"  # "learned" absolute positions, or "none" (BOS still breaks symmetry)
+
+    def __post_init__(self):
+        for name in ("n_layer", "n_head", "n_embd", "mlp_ratio"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise ConfigError(f"model.vocab_size must be at least 2 outcomes, got {self.vocab_size}")
+        if self.block_size is not None and self.block_size < 1:
+            raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
+        if self.pos_encoding not in ("learned", "none"):
+            raise ConfigError(f"model.pos_encoding must be 'learned' or 'none', got {self.pos_encoding!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
+        """Build from a plain dict (a TOML table, a checkpoint's JSON), validating names and types."""
+        return _from_dict(cls, values, "model")
+
+    @property
+    def resolved(self) -> bool:
+        return self.vocab_size is not None and self.block_size is not None
+
+
+ModelConfig = TransformerConfig
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()  # batch, time, channels
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
+        return self.c_proj(y)  # (B, T, C)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_ratio * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        return x
+
+
+class CausalTransformer(nn.Module):
+    """Next-token model for a token prior with V outcomes.
+
+    Parameters
+    ----------
+    config : TransformerConfig
+        A resolved config (``vocab_size`` and ``block_size`` set).
+    generator : torch.Generator, optional
+        Source of the initial weights; the same generator state gives the same
+        weights. Default: a generator seeded with 0 (the global RNG is never used).
+
+    Examples
+    --------
+    >>> model = CausalTransformer(TransformerConfig(vocab_size=2, block_size=16))
+    >>> model(torch.zeros(3, 16, dtype=torch.long)).shape
+    torch.Size([3, 16, 2])
+    """
+
+    def __init__(self, config: TransformerConfig, *, generator: torch.Generator | None = None):
+        super().__init__()
+        if not config.resolved:
+            raise ConfigError("CausalTransformer needs model.vocab_size and model.block_size set")
+        self.config = config
+        self.bos = config.vocab_size  # the extra input token
+        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # V outcomes + BOS
+        self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
+        self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """GPT-2 initialisation, drawn from ``generator``: N(0, 0.02), residual projections scaled by depth."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1:  # LayerNorm gains
+                nn.init.ones_(p)
+            else:
+                std = residual_std if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits for every position.
+
+        Parameters
+        ----------
+        y : torch.LongTensor, shape (batch, position)
+            Outcomes ``y_1..y_T`` in ``[0, V)``.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, position, V)
+            Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
+        """
+        B, T = y.size()
+        if T > self.config.block_size:
+            raise DataError(
+                f"sequences of length {T} are longer than the learner's context of {self.config.block_size}; "
+                f"evaluate at length <= {self.config.block_size} or retrain with a longer training length"
+            )
+        bos = torch.full((B, 1), self.bos, dtype=y.dtype, device=y.device)
+        idx = torch.cat([bos, y[:, :-1]], dim=1)  # (B, T): [BOS, y_1 .. y_{T-1}]
+        x = self.wte(idx)  # (B, T, C)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(T, device=y.device))  # (B, T, C) + (T, C)
+        for block in self.blocks:
+            x = block(x)  # (B, T, C)
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+
+def _from_dict(cls, values: dict[str, Any], section: str):
+    """Construct the dataclass ``cls`` from ``values``, rejecting unknown keys and ill-typed values."""
+    import pydantic
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {section} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return pydantic.TypeAdapter(cls).validate_python(dict(values))
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
+        )
+        raise ConfigError(problems) from None
+
+
+__all__ = ["TransformerConfig", "ModelConfig", "CausalTransformer", "Block", "CausalSelfAttention", "MLP"]

@@ -1,0 +1,149 @@
+"""The Bayes reference: `bayes_predictor(prior, engine=...)` picks and runs an engine.
+
+Engines, in the order ``"auto"`` tries them: the prior's closed form
+(``exact_predictive``), enumeration of finite global latents, and MCMC (NUTS).
+Whatever the engine, the predictor also reports ``prior_log_prob``
+(log p_π(y_<=t), by the chain rule) and ``bayes_defined`` (False where the
+context y_<t has probability zero under π, where every Bayes variable is NaN).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import numpy as np
+import xarray as xr
+
+from .dims import EPISODE, POSITION
+from .enumeration import enumerate_predictive, latent_grid
+from .episodes import Episodes
+from .errors import ModelError, UnknownNameError
+from .predictive import regression_predictions, token_predictions
+from .prior import Prior
+from .regression import distribution_predictions, quantiles_from_cdf
+
+Engine = Literal["auto", "closed_form", "enumeration", "mcmc"]
+ENGINES = ("auto", "closed_form", "enumeration", "mcmc")
+
+# Engines beyond the built-in two register here: name -> factory(prior, **options) -> predictor.
+_EXTRA_ENGINES: dict[str, Callable[..., Any]] = {}
+
+
+def register_engine(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``bayes_predictor(prior, engine=name)`` call ``factory(prior, **options)``."""
+    _EXTRA_ENGINES[name] = factory
+
+
+def select_engine(prior: Prior, *, max_support: int = 10**7) -> str:
+    """The engine ``"auto"`` uses for ``prior``: closed form, else enumeration, else MCMC."""
+    if prior.exact_predictive is not None:
+        return "closed_form"
+    try:
+        latent_grid(prior, max_support=max_support)
+    except ModelError:
+        return "mcmc"
+    return "enumeration"
+
+
+class BayesPredictor:
+    """Exact Bayes posterior predictive by closed form or enumeration.
+
+    Parameters
+    ----------
+    prior : Prior
+    engine : {"closed_form", "enumeration"}
+    max_support : int
+        Largest joint latent support enumeration accepts.
+    name : str
+    """
+
+    def __init__(self, prior: Prior, engine: str, *, max_support: int = 10**7, name: str = "bayes"):
+        self.prior, self.engine, self.max_support, self.name = prior, engine, max_support, name
+
+    def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
+        """Predictions plus ``prior_log_prob`` and ``bayes_defined`` (episode, position)."""
+        prior = self.prior
+        if prior.kind == "tokens":
+            episodes.check_tokens(prior.num_outcomes, labels=prior.outcomes)
+        if self.engine == "closed_form":
+            ds = distribution_predictions(prior.exact_predictive(episodes), episodes, prior, y_grid=y_grid)
+        elif prior.kind == "tokens":
+            out = enumerate_predictive(prior, episodes, max_support=self.max_support)
+            ds = token_predictions(out["log_prob"], episodes, prior.outcomes)
+        else:
+            out = enumerate_predictive(prior, episodes, y_grid=y_grid, max_support=self.max_support)
+            quantile_value = None
+            if y_grid is not None:
+                quantile_value = quantiles_from_cdf(np.asarray(y_grid), out["grid_cdf"])
+            ds = regression_predictions(
+                log_score=out["log_score"],
+                mean=out["mean"],
+                variance=out["variance"],
+                quantile_value=quantile_value,
+                grid_log_density=out.get("grid_log_density"),
+                y_grid=y_grid,
+            )
+        return add_prior_log_prob(ds, episodes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.engine, "prior": self.prior.describe()}
+
+
+def add_prior_log_prob(ds: xr.Dataset, episodes: Episodes) -> xr.Dataset:
+    """Add ``prior_log_prob`` = log p(y_<=t) (chain rule over ``log_score``) and ``bayes_defined``.
+
+    A NaN score means the context already had probability zero; padding adds nothing.
+    """
+    score = ds["log_score"].values
+    mask = np.ones(score.shape, bool) if episodes.mask is None else episodes.mask
+    step = np.where(mask, np.where(np.isnan(score), -np.inf, score), 0.0)
+    prior_log_prob = np.cumsum(step, axis=1)
+    context = np.concatenate([np.zeros((score.shape[0], 1)), prior_log_prob[:, :-1]], axis=1)
+    defined = np.isfinite(context)
+    ds = ds.where(xr.DataArray(defined, dims=(EPISODE, POSITION)))
+    ds["prior_log_prob"] = ((EPISODE, POSITION), prior_log_prob)
+    ds["bayes_defined"] = ((EPISODE, POSITION), defined)
+    return ds
+
+
+def bayes_predictor(prior: Prior, *, engine: Engine = "auto", name: str = "bayes", **options):
+    """The Bayes reference predictor for ``prior``.
+
+    Parameters
+    ----------
+    prior : Prior
+    engine : {"auto", "closed_form", "enumeration", "mcmc"}
+        ``"auto"`` picks the closed form if the prior has one, else
+        enumeration when every global latent has finite support (joint support
+        up to ``max_support``), else MCMC. ``predictor.engine`` says which ran.
+    **options
+        Engine options (``max_support`` for enumeration; sampler settings for MCMC).
+
+    Examples
+    --------
+    >>> import priors
+    >>> bayes = bayes_predictor(priors.get("coin_mixture"))
+    >>> bayes.engine
+    'enumeration'
+    """
+    max_support = int(options.pop("max_support", 10**7))
+    if engine == "auto":
+        engine = select_engine(prior, max_support=max_support)
+    if engine == "closed_form":
+        if prior.exact_predictive is None:
+            raise ModelError(f"prior {prior.name!r} has no closed-form exact_predictive; use engine='enumeration' or 'mcmc'")
+        return BayesPredictor(prior, "closed_form", max_support=max_support, name=name)
+    if engine == "enumeration":
+        latent_grid(prior, max_support=max_support)  # fail now, with the reason, not at predict time
+        return BayesPredictor(prior, "enumeration", max_support=max_support, name=name)
+    if engine in _EXTRA_ENGINES:
+        return _EXTRA_ENGINES[engine](prior, name=name, **options)
+    if engine == "mcmc":
+        raise ModelError(
+            f"prior {prior.name!r} needs the MCMC engine, which is not installed in this build; "
+            "use a prior with finite latents or a closed form"
+        )
+    raise UnknownNameError("engine", str(engine), ENGINES)
+
+
+__all__ = ["bayes_predictor", "BayesPredictor", "select_engine", "register_engine", "add_prior_log_prob", "ENGINES"]

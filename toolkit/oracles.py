@@ -1,0 +1,152 @@
+"""Predictors that know the scenario: the oracle q and the best fixed mixture ρ* of the prior's components.
+
+Under misspecification Bayes' posterior concentrates on the component closest
+to q in KL; a fixed mixture ρ of the components can do better. ``best_mixture``
+finds the ρ* minimising cross-entropy against q by EM (a convex problem: the
+log-likelihood is concave in ρ), the "more useful posterior" Bayes cannot reach.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from numpyro import handlers
+
+from .dims import X_SITE, Y_SITE
+from .enumeration import latent_grid
+from .episodes import Episodes
+from .errors import ModelError
+from .predictive import token_predictions
+from .prior import Prior
+
+
+def _site_log_prob_table(prior: Prior, length: int, values: dict, x=None):
+    """log p(y_t = v | latents) for each set of latent values: shape (n, position, outcome)."""
+    outcomes = jnp.arange(prior.num_outcomes)[:, None]
+
+    def one(v, x_e):
+        model = handlers.substitute(handlers.seed(prior.model, jax.random.key(0)), data=v)
+        kwargs = {"y": None} if prior.kind == "tokens" else {"x": x_e, "y": None}
+        fn = handlers.trace(model).get_trace(length, **kwargs)[Y_SITE]["fn"]
+        return fn.log_prob(outcomes).T
+
+    return np.asarray(jax.jit(jax.vmap(one, in_axes=(0, None)))(values, x))
+
+
+def component_log_prob(prior: Prior, length: int, *, max_components: int = 100_000) -> np.ndarray:
+    """log p(y_t = v | component k) for every value k of the prior's enumerable latents.
+
+    Returns
+    -------
+    np.ndarray, shape (component, position, outcome)
+    """
+    grid = latent_grid(prior, max_support=max_components)
+    values = {n: jnp.asarray(v) for n, v in grid.values(np.arange(grid.size)).items()}
+    return _site_log_prob_table(prior, length, values)
+
+
+class OraclePredictor:
+    """The data-generating source itself: p_q(y_t | true latents of the episode).
+
+    Bound to a scenario whose episodes carry their true latents; for prompts
+    (no generating source) it has no answer.
+    """
+
+    def __init__(self, source: Prior | None = None, *, name: str = "oracle"):
+        self.source, self.name = source, name
+
+    def bind(self, prior: Prior, scenario, episodes: Episodes):
+        source = getattr(scenario, "source", None)
+        if source is None or (source.latent_sites() and not episodes.latents) or source.local_latent_sites():
+            return None
+        return OraclePredictor(source, name=self.name)
+
+    def predict(self, episodes: Episodes, *, y_grid=None) -> xr.Dataset:
+        if self.source is None:
+            raise ModelError("the oracle needs a scenario's source; call bind(prior, scenario, episodes) first")
+        if self.source.kind != "tokens":
+            raise ModelError("the oracle for regression scenarios is not implemented yet")
+        names = list(self.source.latent_sites())
+        values = {n: jnp.asarray(episodes.latents[n]) for n in names}
+        if not names:
+            table = _site_log_prob_table(self.source, episodes.length, {"_": jnp.zeros(1)})
+            log_prob = np.broadcast_to(table[:1], (episodes.num_episodes,) + table.shape[1:])
+        else:
+            log_prob = _site_log_prob_table(self.source, episodes.length, values)
+        return token_predictions(log_prob, episodes, self.source.outcomes)
+
+
+def fit_mixture_weights(component_log_prob: np.ndarray, target: np.ndarray, *, tol=1e-12, max_iter=100_000):
+    """EM for ρ* = argmin_ρ Σ_{t,v} target[t, v] · (−log Σ_k ρ_k p_k[t, v]).
+
+    Parameters
+    ----------
+    component_log_prob : np.ndarray, shape (component, position, outcome)
+    target : np.ndarray, shape (position, outcome)
+        Non-negative weights of each (position, outcome) cell (q's probabilities).
+
+    Returns
+    -------
+    np.ndarray, shape (component,)
+    """
+    probs = np.exp(component_log_prob)  # (K, T, V)
+    weight = target / target.sum()
+    rho = np.full(probs.shape[0], 1.0 / probs.shape[0])
+    for _ in range(max_iter):
+        mix = np.einsum("k,ktv->tv", rho, probs)
+        resp = np.einsum("k,ktv->ktv", rho, probs) / np.where(mix > 0, mix, 1.0)
+        new = np.einsum("tv,ktv->k", weight, resp)
+        if np.max(np.abs(new - rho)) < tol:
+            return new
+        rho = new
+    return rho
+
+
+class BestMixturePredictor:
+    """The best fixed mixture ρ* of the prior's components for the scenario's source q.
+
+    Predicts log Σ_k ρ*_k p(y_t | k) at every position, ignoring the context.
+    The target is q's own predictive averaged over the scenario's episodes
+    (the oracle's probabilities) when q is known, else the scenario's
+    empirical outcome frequencies.
+    """
+
+    def __init__(self, *, max_components: int = 100_000, name: str = "best_mixture"):
+        self.max_components, self.name = max_components, name
+        self.weights: np.ndarray | None = None
+        self._component_log_prob = None
+        self._outcomes = None
+
+    def bind(self, prior: Prior, scenario, episodes: Episodes):
+        if prior.kind != "tokens":
+            return None
+        try:
+            components = component_log_prob(prior, episodes.length, max_components=self.max_components)
+        except ModelError:
+            return None
+        oracle = OraclePredictor().bind(prior, scenario, episodes)
+        mask = np.ones(episodes.y.shape, bool) if episodes.mask is None else episodes.mask
+        if oracle is not None:
+            q = np.exp(oracle.predict(episodes)["log_prob"].values) * mask[..., None]
+        else:
+            q = (episodes.y[..., None] == np.arange(prior.num_outcomes)) * mask[..., None]
+        bound = BestMixturePredictor(max_components=self.max_components, name=self.name)
+        bound.weights = fit_mixture_weights(components, q.sum(axis=0))
+        bound._component_log_prob, bound._outcomes = components, prior.outcomes
+        return bound
+
+    def predict(self, episodes: Episodes, *, y_grid=None) -> xr.Dataset:
+        if self.weights is None:
+            raise ModelError("best_mixture needs a scenario; call bind(prior, scenario, episodes) first")
+        with np.errstate(divide="ignore"):
+            mix = np.log(np.einsum("k,ktv->tv", self.weights, np.exp(self._component_log_prob)))
+        log_prob = np.broadcast_to(mix[: episodes.length], (episodes.num_episodes,) + mix[: episodes.length].shape)
+        return token_predictions(log_prob, episodes, self._outcomes)
+
+    def describe(self):
+        return {"weights": None if self.weights is None else self.weights.tolist()}
+
+
+__all__ = ["OraclePredictor", "BestMixturePredictor", "fit_mixture_weights", "component_log_prob"]

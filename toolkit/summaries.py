@@ -1,0 +1,120 @@
+"""The metrics Dataset (``metrics.nc``): the comparison reduced over episodes, position by position.
+
+Built from the two-layer functions of `toolkit.metrics`; every variable keeps
+the ``predictor``, ``scenario`` and ``position`` dims so a figure or a table
+is one ``.sel`` away.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from . import metrics
+from .dims import EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO, Y_GRID
+
+
+def evaluation_mask(ds: xr.Dataset) -> xr.DataArray:
+    """Cells whose prediction is evaluated: real outcomes, plus each prompt's next-token position.
+
+    Padding after EOS is dropped; in a ``prompts`` scenario the position right
+    after the prompt (which has no realised outcome) is kept, since the
+    prediction there is what a prompt asks for.
+    """
+    if "mask" not in ds:
+        return xr.ones_like(ds["y"], dtype=bool)
+    mask = ds["mask"]
+    before = mask.shift({POSITION: 1}, fill_value=True)
+    is_prompt = ds["scenario_kind"] == "prompts" if "scenario_kind" in ds.coords else False
+    return mask | (is_prompt & before & ~mask)
+
+
+def _distribution_divergence(ds: xr.Dataset, func, name: str, a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+    if OUTCOME in a.dims:
+        return func(a, b, dim=OUTCOME).rename(name)
+    return metrics.xr_grid_kl_divergence(a, b, dim=Y_GRID).rename(name)
+
+
+def _distributions(ds: xr.Dataset) -> xr.DataArray | None:
+    if "log_prob" in ds:
+        return ds["log_prob"]
+    if "grid_log_density" in ds:
+        return ds["grid_log_density"]
+    return None
+
+
+def metrics_dataset(
+    ds: xr.Dataset,
+    *,
+    reference: str = "bayes",
+    mixture: str = "best_mixture",
+    bootstrap_resamples: int = 1000,
+    seed: int = 0,
+) -> xr.Dataset:
+    """Reduce the comparison Dataset over episodes.
+
+    Parameters
+    ----------
+    ds : xr.Dataset
+        The comparison Dataset (dims predictor, scenario, episode, position, ...).
+    reference : str
+        Predictor that KL, excess loss and relative distance are measured against (A).
+    mixture : str
+        Second reference (B) of the relative distance: −1 means "predicts like
+        `reference`", +1 "predicts like `mixture`".
+    bootstrap_resamples, seed : int
+        Percentile bootstrap over episodes for the cross-entropy interval.
+
+    Returns
+    -------
+    xr.Dataset
+        ``cross_entropy``, ``cross_entropy_low``, ``cross_entropy_high``,
+        ``num_defined`` (predictor, scenario, position); with the reference
+        present: ``kl_from_reference`` (KL(reference‖predictor); exact over
+        outcomes, on the y-grid for regression), ``excess_loss``; with both
+        references: ``js_to_reference``, ``js_to_mixture``,
+        ``relative_distance``; and position means ``*_mean`` (predictor, scenario).
+    """
+    valid = evaluation_mask(ds)
+    score = ds["log_score"].where(ds["mask"]) if "mask" in ds else ds["log_score"]
+    interval = metrics.xr_cross_entropy_interval(
+        score, EPISODE, num_resamples=bootstrap_resamples, rng=np.random.default_rng(seed)
+    )
+    out = xr.Dataset(
+        {
+            "cross_entropy": interval["estimate"],
+            "cross_entropy_low": interval["low"],
+            "cross_entropy_high": interval["high"],
+            "num_defined": interval["num_defined"],
+        }
+    )
+    out["cross_entropy"].attrs = {"long_name": "mean -log p(y_t | y_<t) over episodes", "units": "nats"}
+    predictors = list(ds[PREDICTOR].values)
+    dist = _distributions(ds)
+    if reference in predictors:
+        out["excess_loss"] = metrics.xr_excess_loss(score, score.sel({PREDICTOR: reference}, drop=True), EPISODE)
+        if dist is not None:
+            ref = dist.sel({PREDICTOR: reference}, drop=True)
+            kl = _distribution_divergence(ds, metrics.xr_kl_divergence, "kl", ref, dist).where(valid)
+            out["kl_from_reference"] = metrics.xr_cross_entropy(-kl, EPISODE)
+            out["kl_from_reference"].attrs = {"long_name": f"KL({reference} || predictor), mean over episodes", "units": "nats"}
+            if mixture in predictors and OUTCOME in dist.dims:
+                mix = dist.sel({PREDICTOR: mixture}, drop=True)
+                js_a = metrics.xr_js_divergence(dist, ref).where(valid)
+                js_b = metrics.xr_js_divergence(dist, mix).where(valid)
+                js_ab = metrics.xr_js_divergence(ref, mix).where(valid)
+                mean = lambda v: metrics.xr_cross_entropy(-v, EPISODE)  # noqa: E731 - nan-aware episode mean
+                out["js_to_reference"], out["js_to_mixture"] = mean(js_a), mean(js_b)
+                out["relative_distance"] = metrics.xr_relative_distance(mean(js_a), mean(js_b), mean(js_ab))
+                out["relative_distance"].attrs = {
+                    "long_name": f"(JS(h,{reference}) - JS(h,{mixture})) / JS({reference},{mixture})",
+                    "meaning": f"-1: predicts like {reference}; +1: predicts like {mixture}",
+                }
+    for name in ("cross_entropy", "kl_from_reference", "excess_loss"):
+        if name in out:
+            out[f"{name}_mean"] = metrics.xr_cross_entropy(-out[name], POSITION)
+    out.attrs = {"reference": reference, "mixture": mixture, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
+    return out.transpose(PREDICTOR, SCENARIO, ...)
+
+
+__all__ = ["metrics_dataset", "evaluation_mask"]
