@@ -34,7 +34,7 @@ def cross_entropy_table(ds: xr.Dataset, metrics: xr.Dataset, scenario: str, posi
         ce = m["cross_entropy"].sel({PREDICTOR: name})
         if np.all(np.isnan(ce)):
             continue
-        row = [str(name)] + [_fmt(ce.sel({POSITION: p})) for p in positions]
+        row = [str(name)] + [_fmt(ce.sel({POSITION: p})) + _mcmc_mark(metrics, name, scenario, p) for p in positions]
         row.append(_fmt(m["cross_entropy_mean"].sel({PREDICTOR: name})))
         if "kl_from_reference_mean" in m:
             row.append(_fmt(m["kl_from_reference_mean"].sel({PREDICTOR: name}), 5))
@@ -92,6 +92,55 @@ def answer(ds: xr.Dataset, metrics: xr.Dataset, *, learner: str = "learner") -> 
     return lines
 
 
+def _mcmc_mark(metrics: xr.Dataset, predictor, scenario: str, position: int) -> str:
+    """" ⚠" on an MCMC predictor's value that averages over cells whose diagnostics fail."""
+    if "mcmc_flagged" not in metrics or str(predictor) not in metrics.attrs.get("mcmc_predictors", []):
+        return ""
+    flagged = metrics["mcmc_flagged"].sel({SCENARIO: scenario, POSITION: position})
+    return " ⚠" if int(flagged) > 0 else ""
+
+
+def _described(ds: xr.Dataset) -> dict:
+    described = ds.attrs.get("predictors", {})
+    return json.loads(described) if isinstance(described, str) else dict(described)
+
+
+def mcmc_section(ds: xr.Dataset, metrics: xr.Dataset) -> list[str]:
+    """The Bayes engines and why they were chosen; with MCMC, its diagnostics per scenario."""
+    engines = {n: d for n, d in _described(ds).items() if isinstance(d, dict) and "engine" in d}
+    if not engines:
+        return []
+    out = ["## Bayes engines", ""]
+    for name, d in engines.items():
+        out.append(f"- **{name}**: {d['engine']}" + (f" — {d['reason']}" if d.get("reason") else ""))
+    out.append("")
+    if "mcmc_flagged" not in metrics:
+        return out
+    from toolkit.mcmc import ESS_BULK_MIN, R_HAT_MAX
+
+    out += [
+        f"MCMC cells are flagged when r_hat > {R_HAT_MAX}, ess_bulk < {ESS_BULK_MIN} or any transition diverged; "
+        "cross-entropies marked ⚠ above average over flagged cells. Draws: `mcmc/<scenario>.nc` (ArviZ).",
+        "",
+    ]
+    rows = []
+    for s in metrics[SCENARIO].values:
+        cells = int(metrics["mcmc_cells"].sel({SCENARIO: s}).sum())
+        if not cells:
+            continue
+        d = ds.sel({SCENARIO: s})
+        flagged = metrics["mcmc_flagged"].sel({SCENARIO: s})
+        worst = [int(p) for p in flagged[POSITION].values[flagged.values > 0]]
+        rows.append([
+            str(s), str(cells), str(int(flagged.sum())),
+            _fmt(d["r_hat"].max(skipna=True)), _fmt(d["ess_bulk"].min(skipna=True), 0),
+            str(int(d["divergences"].sum(skipna=True))), ", ".join(map(str, worst)) or "–",
+        ])
+    out += [markdown_table(["scenario", "cells", "flagged", "max r_hat", "min ess_bulk", "divergences",
+                            "positions with flags"], rows), ""]
+    return out
+
+
 def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], figures: dict[str, str], run_info: dict) -> str:
     """The Markdown text of report.md."""
     prior = json.loads(ds.attrs["prior"]) if isinstance(ds.attrs.get("prior"), str) else ds.attrs.get("prior", {})
@@ -111,11 +160,14 @@ def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], f
     for s in metrics[SCENARIO].values:
         desc = str(ds["scenario_description"].sel({SCENARIO: s}).values) if "scenario_description" in ds.coords else ""
         out += [f"### {s}", "", desc, "", cross_entropy_table(ds, metrics, str(s), positions), ""]
+    out += mcmc_section(ds, metrics)
     if "relative_distance" in metrics and "learner" in metrics[PREDICTOR].values:
         out += [
             "## Where the learner sits between Bayes (−1) and the best fixed mixture (+1)",
             "",
-            "Relative distance (JS(h, bayes) − JS(h, best_mixture)) / JS(bayes, best_mixture), mean over episodes.",
+            "Relative distance (d(h, bayes) − d(h, best_mixture)) / d(bayes, best_mixture), with d the Jensen–Shannon "
+            "distance √JS averaged over episodes: −1 means the learner predicts exactly like Bayes, +1 exactly like the "
+            "best fixed mixture. Where Bayes and the best mixture nearly agree the ratio is noisy.",
             "",
             relative_distance_table(metrics, "learner", sorted({2, 4, 8, 16, 32, *positions})),
             "",
@@ -127,4 +179,4 @@ def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], f
     return "\n".join(out)
 
 
-__all__ = ["write_report", "answer", "cross_entropy_table", "relative_distance_table", "markdown_table"]
+__all__ = ["write_report", "answer", "cross_entropy_table", "relative_distance_table", "markdown_table", "mcmc_section"]

@@ -27,6 +27,16 @@ from comparisons.config import RunConfig, load_config  # noqa: E402
 from toolkit.errors import ConfigError, MetabayesError, UnknownNameError  # noqa: E402
 
 
+def _in_context(exc: MetabayesError, where: str) -> MetabayesError:
+    """``exc`` with its message prefixed by the config key it came from, keeping its type and fields.
+
+    Rebuilding it as ``type(exc)(message)`` fails for errors whose constructor takes more than a
+    message (`UnknownNameError`).
+    """
+    exc.args = (f"{where}: {exc}",) + exc.args[1:]
+    return exc
+
+
 def build_prior(cfg: RunConfig):
     from toolkit.registry import get_prior, load_prior
 
@@ -36,7 +46,7 @@ def build_prior(cfg: RunConfig):
             return load_prior(p.name, kind=p.kind, outcomes=p.outcomes, **p.params)
         return get_prior(p.name, **p.params)
     except MetabayesError as exc:
-        raise type(exc)(f"prior: {exc}") from None
+        raise _in_context(exc, "prior") from None
 
 
 def build_scenarios(cfg: RunConfig, prior):
@@ -58,7 +68,7 @@ def build_scenarios(cfg: RunConfig, prior):
                     raise ConfigError("prompt scenarios need a tokens prior")
                 scenarios.append(Scenario.from_prompts(name, sc.prompts or [], prior.outcomes, description=sc.description))
         except MetabayesError as exc:
-            raise type(exc)(f"scenarios.{name}: {exc}") from None
+            raise _in_context(exc, f"scenarios.{name}") from None
     return scenarios
 
 
@@ -78,8 +88,8 @@ def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
 
 PREDICTOR_BUILDERS = {
     "bayes": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(prior),
-    "bayes_mcmc": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
-        prior, engine="mcmc", name="bayes_mcmc"
+    "bayes_mcmc": lambda prior, progress=True, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
+        prior, engine="mcmc", name="bayes_mcmc", progress=progress
     ),
     "oracle": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).OraclePredictor(),
     "best_mixture": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).BestMixturePredictor(),
@@ -133,6 +143,7 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
     eval_s = time.perf_counter() - t0
     written = {"comparison": write_netcdf(ds, out / "comparison.nc"), "metrics": write_netcdf(metrics, out / "metrics.nc")}
     for scenario, idata in inference_data.items():
+        (out / "mcmc").mkdir(exist_ok=True)
         written[f"mcmc/{scenario}"] = idata.to_netcdf(str(out / "mcmc" / f"{scenario}.nc"))
     figures = {"cross-entropy": "figures/cross_entropy.png"}
     cross_entropy_figure(ds, metrics, out / figures["cross-entropy"])

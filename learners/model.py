@@ -202,10 +202,14 @@ def _from_dict(cls, values: dict[str, Any], section: str):
     try:
         return pydantic.TypeAdapter(cls).validate_python(dict(values))
     except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})" for e in exc.errors()
-        )
-        raise ConfigError(problems) from None
+        problems = []
+        for e in exc.errors():
+            original = e.get("ctx", {}).get("error")
+            if isinstance(original, ConfigError):  # raised by __post_init__: already says what to fix
+                problems.append(str(original))
+            else:
+                problems.append(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError("; ".join(problems)) from None
 
 
 __all__ = ["TransformerConfig", "ModelConfig", "CausalTransformer", "Block", "CausalSelfAttention", "MLP"]

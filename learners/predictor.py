@@ -131,7 +131,9 @@ class LearnerPredictor:
         )
 
 
-def load(out_dir, *, name: str = "learner", device: str | torch.device = "cpu", step: int | None = None) -> LearnerPredictor:
+def load(
+    out_dir, *, name: str = "learner", device: str | torch.device = "cpu", step: int | None = None
+) -> LearnerPredictor:
     """Rebuild the learner saved in ``out_dir`` (its newest checkpoint, or the one at ``step``).
 
     Raises
@@ -148,7 +150,8 @@ def load(out_dir, *, name: str = "learner", device: str | torch.device = "cpu", 
         model.load_state_dict(load_weights(out_dir, meta))
     except RuntimeError as exc:  # names or shapes that do not fit the recorded architecture
         raise CheckpointError(f"weights in {out_dir} do not fit the architecture in its JSON: {exc}") from None
-    return LearnerPredictor(model, meta, name=name, device=device, checkpoint=checkpoint_paths(out_dir, meta["step"])["json"])
+    checkpoint = checkpoint_paths(out_dir, meta["step"])["json"]
+    return LearnerPredictor(model, meta, name=name, device=device, checkpoint=checkpoint)
 
 
 __all__ = ["LearnerPredictor", "load"]

@@ -29,7 +29,15 @@ from tqdm.auto import tqdm
 
 from toolkit.errors import CheckpointError, ConfigError
 
-from .checkpoint import jsonable, load_optimizer, load_weights, read_meta, save_checkpoint, weights_sha256
+from .checkpoint import (
+    checkpoint_paths,
+    jsonable,
+    load_optimizer,
+    load_weights,
+    read_meta,
+    save_checkpoint,
+    weights_sha256,
+)
 from .model import CausalTransformer, TransformerConfig, _from_dict
 from .predictor import LearnerPredictor
 
@@ -257,7 +265,7 @@ def train(
         loss_log = [(int(s), float(v)) for s, v in meta.get("loss_log", [])]
     resumed_from = start
 
-    def record(step: int, path=None) -> dict[str, Any]:
+    def record(step: int) -> dict[str, Any]:
         return {
             "architecture": type(model).__name__,
             **signature,
@@ -303,16 +311,15 @@ def train(
                     loss_sum, loss_count = torch.zeros((), device=device), 0
                     bar.set_postfix(loss=f"{loss_log[-1][1]:.4f}", refresh=False)
                 if at_checkpoint:
-                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, record(done), keep=cfg.keep_checkpoints)
+                    keep = cfg.keep_checkpoints
+                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, record(done), keep=keep)
                 bar.update(1)
         finally:
             batches.close()
             bar.close()
-        meta = record(cfg.steps)
-        meta["step"] = cfg.steps
-        meta["weights_sha256"] = weights_sha256(model.state_dict())
+        meta = jsonable({**record(cfg.steps), "step": cfg.steps, "weights_sha256": weights_sha256(model.state_dict())})
     elif out_dir is not None:
-        checkpoint = Path(out_dir) / f"step-{start:06d}.json"
+        checkpoint = checkpoint_paths(out_dir, start)["json"]
     if checkpoint is not None:
         meta = read_meta(out_dir)
     model.eval()

@@ -29,8 +29,11 @@ def coin_mixture(thetas=(1 / 3, 2 / 3), weights=None) -> Prior:
 
     def model(length, y=None):
         z = numpyro.sample("z", dist.Categorical(probs=jnp.asarray(weights)))
-        # outcome 0 is 🌈 with probability theta, so y ~ Bernoulli(1 - theta)
+        theta = jnp.asarray(thetas)[z]
+        # outcome 0 is 🌈 with probability theta. Categorical, not Bernoulli: Bernoulli.log_prob clamps
+        # probabilities away from 0, so a coin that never shows 🌈 would give it log-probability -708, not
+        # -inf, and a context impossible under the prior would look merely improbable to the Bayes engines.
         with numpyro.plate("position", length):
-            numpyro.sample("y", dist.Bernoulli(probs=1.0 - jnp.asarray(thetas)[z]), obs=y)
+            numpyro.sample("y", dist.Categorical(probs=jnp.stack([theta, 1.0 - theta])), obs=y)
 
     return Prior(model, kind="tokens", outcomes=("🌈", "🦄"))

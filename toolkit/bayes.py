@@ -1,7 +1,11 @@
 """The Bayes reference: `bayes_predictor(prior, engine=...)` picks and runs an engine.
 
-Engines, in the order ``"auto"`` tries them: the prior's closed form
-(``exact_predictive``), enumeration of finite global latents, and MCMC (NUTS).
+Engines, in the order ``"auto"`` tries them, decided from the model alone: the
+prior's closed form (``exact_predictive``); enumeration, when every latent has
+finite support (or the prior declares a grid) and the joint support of the
+global latents is at most ``max_support`` (the cumulative path when
+observations are i.i.d. given the global latents, else prefix masking); and
+MCMC (NUTS, `toolkit.mcmc`).
 Whatever the engine, the predictor also reports ``prior_log_prob``
 (log p_π(y_<=t), by the chain rule) and ``bayes_defined`` (False where the
 context y_<t has probability zero under π, where every Bayes variable is NaN).
@@ -15,12 +19,13 @@ import numpy as np
 import xarray as xr
 
 from .dims import EPISODE, POSITION
-from .enumeration import enumerate_predictive, latent_grid
+from .enumeration import enumerate_predictive, enumeration_path, latent_grid
 from .episodes import Episodes
 from .errors import ModelError, UnknownNameError
 from .predictive import regression_predictions, token_predictions
 from .prior import Prior
 from .regression import distribution_predictions, quantiles_from_cdf
+from .validation import check_log_density
 
 Engine = Literal["auto", "closed_form", "enumeration", "mcmc"]
 ENGINES = ("auto", "closed_form", "enumeration", "mcmc")
@@ -36,13 +41,24 @@ def register_engine(name: str, factory: Callable[..., Any]) -> None:
 
 def select_engine(prior: Prior, *, max_support: int = 10**7) -> str:
     """The engine ``"auto"`` uses for ``prior``: closed form, else enumeration, else MCMC."""
+    return engine_choice(prior, max_support=max_support)[0]
+
+
+def engine_choice(prior: Prior, *, max_support: int = 10**7) -> tuple[str, str]:
+    """The engine ``"auto"`` uses and why, in words (recorded in the Dataset's attrs and the report)."""
     if prior.exact_predictive is not None:
-        return "closed_form"
+        return "closed_form", "the prior supplies a closed-form predictive"
     try:
-        latent_grid(prior, max_support=max_support)
-    except ModelError:
-        return "mcmc"
-    return "enumeration"
+        grid = latent_grid(prior, max_support=max_support, allow_local=True)
+    except ModelError as exc:
+        return "mcmc", f"NUTS: {exc}"
+    if enumeration_path(prior) == "prefix":
+        local = sorted(prior.local_latent_sites(2))
+        return "enumeration", (
+            f"enumeration by prefix masking over {grid.size} global latent values: local latents {local} make "
+            "observations depend on each other, so each prefix's marginal likelihood is computed on its own"
+        )
+    return "enumeration", f"enumeration, cumulative path over {grid.size} global latent values"
 
 
 class BayesPredictor:
@@ -57,8 +73,9 @@ class BayesPredictor:
     name : str
     """
 
-    def __init__(self, prior: Prior, engine: str, *, max_support: int = 10**7, name: str = "bayes"):
+    def __init__(self, prior: Prior, engine: str, *, max_support: int = 10**7, name: str = "bayes", reason: str = ""):
         self.prior, self.engine, self.max_support, self.name = prior, engine, max_support, name
+        self.reason = reason
 
     def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
         """Predictions plus ``prior_log_prob`` and ``bayes_defined`` (episode, position)."""
@@ -86,7 +103,12 @@ class BayesPredictor:
         return add_prior_log_prob(ds, episodes)
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.engine, "prior": self.prior.describe()}
+        out = {"engine": self.engine, "prior": self.prior.describe()}
+        if self.engine == "enumeration":
+            out["path"] = enumeration_path(self.prior)
+        if self.reason:
+            out["reason"] = self.reason
+        return out
 
 
 def add_prior_log_prob(ds: xr.Dataset, episodes: Episodes) -> xr.Dataset:
@@ -114,10 +136,19 @@ def bayes_predictor(prior: Prior, *, engine: Engine = "auto", name: str = "bayes
     prior : Prior
     engine : {"auto", "closed_form", "enumeration", "mcmc"}
         ``"auto"`` picks the closed form if the prior has one, else
-        enumeration when every global latent has finite support (joint support
-        up to ``max_support``), else MCMC. ``predictor.engine`` says which ran.
+        enumeration when every latent has finite support or a declared grid
+        (joint support of the global latents up to ``max_support``), else MCMC.
+        ``predictor.engine`` says which ran, ``predictor.describe()`` why.
     **options
-        Engine options (``max_support`` for enumeration; sampler settings for MCMC).
+        Engine options: ``max_support`` for enumeration; for MCMC the fields
+        of `toolkit.mcmc.MCMCConfig` (``num_warmup``, ``num_samples``,
+        ``num_chains``, ``positions``, ...) plus ``key`` and ``progress``.
+
+    Raises
+    ------
+    ModelError
+        A site's log-density is NaN or infinite on the model's own samples,
+        or the engine asked for does not apply to the model.
 
     Examples
     --------
@@ -127,23 +158,35 @@ def bayes_predictor(prior: Prior, *, engine: Engine = "auto", name: str = "bayes
     'enumeration'
     """
     max_support = int(options.pop("max_support", 10**7))
+    # a log-density that is NaN or infinite on the model's own samples fails here, naming the site
+    check_log_density(prior)
+    reason = ""
     if engine == "auto":
-        engine = select_engine(prior, max_support=max_support)
+        engine, reason = engine_choice(prior, max_support=max_support)
     if engine == "closed_form":
         if prior.exact_predictive is None:
             raise ModelError(f"prior {prior.name!r} has no closed-form exact_predictive; use engine='enumeration' or 'mcmc'")
-        return BayesPredictor(prior, "closed_form", max_support=max_support, name=name)
+        return BayesPredictor(prior, "closed_form", max_support=max_support, name=name, reason=reason)
     if engine == "enumeration":
-        latent_grid(prior, max_support=max_support)  # fail now, with the reason, not at predict time
-        return BayesPredictor(prior, "enumeration", max_support=max_support, name=name)
+        latent_grid(prior, max_support=max_support, allow_local=True)  # fail now, with the reason, not at predict time
+        return BayesPredictor(prior, "enumeration", max_support=max_support, name=name, reason=reason)
     if engine in _EXTRA_ENGINES:
         return _EXTRA_ENGINES[engine](prior, name=name, **options)
     if engine == "mcmc":
-        raise ModelError(
-            f"prior {prior.name!r} needs the MCMC engine, which is not installed in this build; "
-            "use a prior with finite latents or a closed form"
-        )
+        from .mcmc import MCMCPredictor  # ArviZ and the sampler load only when MCMC runs
+
+        predictor = MCMCPredictor(prior, name=name, **options)
+        predictor.reason = reason or "engine='mcmc' was asked for"
+        return predictor
     raise UnknownNameError("engine", str(engine), ENGINES)
 
 
-__all__ = ["bayes_predictor", "BayesPredictor", "select_engine", "register_engine", "add_prior_log_prob", "ENGINES"]
+__all__ = [
+    "bayes_predictor",
+    "BayesPredictor",
+    "select_engine",
+    "engine_choice",
+    "register_engine",
+    "add_prior_log_prob",
+    "ENGINES",
+]

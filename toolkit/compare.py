@@ -116,6 +116,10 @@ def compare(
     for i, scenario in enumerate(items):
         episodes = scenario.episodes(jax.random.fold_in(key, i), num_episodes, length)
         parts.append(_scenario_dataset(prior, scenario, predictors, episodes, y_grid, inference_data))
+    if any("mask" in part for part in parts):
+        # A scenario without a mask holds data everywhere; left out, the concat would fill its mask with
+        # NaN -> False and every metric would drop it. Only the outer join's own fill is padding.
+        parts = [part if "mask" in part else part.assign(mask=xr.ones_like(part["y"], dtype=bool)) for part in parts]
     ds = xr.concat(parts, dim=SCENARIO, join="outer", coords="minimal", compat="override")
     ds = ds.assign_coords({SCENARIO: names})
     ds = ds.transpose(PREDICTOR, SCENARIO, EPISODE, POSITION, ...)

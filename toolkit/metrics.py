@@ -395,7 +395,9 @@ def js_divergence(log_p, log_q, axis: int = -1) -> np.ndarray:
     log_q = np.asarray(log_q, dtype=np.float64)
     with np.errstate(invalid="ignore"):  # NaN cells: the result is NaN anyway
         log_m = np.logaddexp(log_p, log_q) - np.log(2.0)
-    return 0.5 * kl_divergence(log_p, log_m, axis) + 0.5 * kl_divergence(log_q, log_m, axis)
+    js = 0.5 * kl_divergence(log_p, log_m, axis) + 0.5 * kl_divergence(log_q, log_m, axis)
+    # rounding leaves equal distributions at about -1e-17; clipped, sqrt(JS) (a metric) is never NaN there
+    return np.maximum(js, 0.0)[()]
 
 
 def hellinger(log_p, log_q, axis: int = -1) -> np.ndarray:

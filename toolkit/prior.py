@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Literal
 
@@ -21,26 +20,9 @@ from numpyro import handlers
 from .dims import POSITION_PLATE, X_SITE, Y_SITE
 from .episodes import Episodes
 from .errors import ModelError
+from .validation import CONVENTION, SCAN_TAG, SiteInfo, check_kind, check_sites, model_trace, site_table
 
 Kind = Literal["tokens", "regression"]
-
-CONVENTION = (
-    "a prior model is `def model(length, y=None)` (regression: `def model(length, x=None, y=None)`) "
-    "with `numpyro.sample('y', ..., obs=y)` (and site 'x') inside `numpyro.plate('position', length)`"
-)
-
-
-@dataclass(frozen=True)
-class SiteInfo:
-    """What one trace of the model says about a sample site."""
-
-    name: str
-    shape: tuple[int, ...]
-    in_position_plate: bool
-    has_enumerate_support: bool
-    support_size: int | None
-    is_discrete: bool
-
 
 class Prior:
     """A prior over sequences: a NumPyro model plus what the toolkit needs to know about it.
@@ -124,6 +106,8 @@ class Prior:
                 raise ModelError(f"a regression prior needs an 'x' sample site; {CONVENTION}")
             shape = sites[X_SITE].shape
             self.x_dim = int(x_dim if x_dim is not None else (shape[-1] if len(shape) > 1 else 1))
+        # y of the declared kind's shape and dtype; finite log-densities are checked by `bayes_predictor`
+        check_kind(self, model_trace(self, 3), 3)
 
     # ------------------------------------------------------------------ structure
     @property
@@ -205,34 +189,7 @@ def _jsonable(value):
 
 
 def _site_table(prior: Prior, length: int) -> dict[str, SiteInfo]:
-    tr = prior.trace(jax.random.key(0), length)
-    table = {}
-    for name, site in tr.items():
-        if site["type"] != "sample":
-            continue
-        fn = site["fn"]
-        in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"])
-        enumerable = bool(getattr(fn, "has_enumerate_support", False))
-        size = None
-        if enumerable:
-            try:
-                size = int(fn.enumerate_support(expand=False).shape[0])
-            except Exception:  # noqa: BLE001 - some supports are data-dependent
-                size = None
-        is_discrete = bool(getattr(fn.support, "is_discrete", False))
-        table[name] = SiteInfo(name, tuple(np.shape(site["value"])), in_plate, enumerable, size, is_discrete)
-    if Y_SITE not in table:
-        raise ModelError(f"the model has no sample site 'y'; {CONVENTION}")
-    if not table[Y_SITE].in_position_plate:
-        raise ModelError(f"site 'y' is not inside numpyro.plate('position', length); {CONVENTION}")
-    if table[Y_SITE].shape[:1] != (length,):
-        raise ModelError(
-            f"site 'y' has shape {table[Y_SITE].shape} at length {length}; it must lead with the position dim "
-            f"({length},); {CONVENTION}"
-        )
-    if X_SITE in table and not table[X_SITE].in_position_plate:
-        raise ModelError(f"site 'x' is not inside numpyro.plate('position', length); {CONVENTION}")
-    return table
+    return check_sites(site_table(model_trace(prior, length), length), length)
 
 
 @lru_cache(maxsize=64)
@@ -244,7 +201,8 @@ def _sampler_cached(model, kind: str, length: int):
         for name, site in tr.items():
             if site["type"] != "sample":
                 continue
-            in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"])
+            # sites of a `scan` over the positions (an HMM's states) are local, like those in the plate
+            in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"]) or SCAN_TAG in site["infer"]
             if name in (Y_SITE, X_SITE) or not in_plate:
                 out[name] = site["value"]
         return out

@@ -7,6 +7,8 @@ is one ``.sel`` away.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import xarray as xr
 
@@ -26,7 +28,9 @@ def evaluation_mask(ds: xr.Dataset) -> xr.DataArray:
     mask = ds["mask"]
     before = mask.shift({POSITION: 1}, fill_value=True)
     is_prompt = ds["scenario_kind"] == "prompts" if "scenario_kind" in ds.coords else False
-    return mask | (is_prompt & before & ~mask)
+    # y is NaN only on the cells the scenario concat padded in (e.g. fewer prompts than episodes elsewhere)
+    exists = ds["y"].notnull()
+    return mask | (is_prompt & before & ~mask & exists)
 
 
 def _distribution_divergence(ds: xr.Dataset, func, name: str, a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
@@ -72,8 +76,9 @@ def metrics_dataset(
         ``num_defined`` (predictor, scenario, position); with the reference
         present: ``kl_from_reference`` (KL(reference‖predictor); exact over
         outcomes, on the y-grid for regression), ``excess_loss``; with both
-        references: ``js_to_reference``, ``js_to_mixture``,
-        ``relative_distance``; and position means ``*_mean`` (predictor, scenario).
+        references: ``js_distance_to_reference``,
+        ``js_distance_to_mixture`` (mean Jensen–Shannon distance, sqrt(JS)) and
+        ``relative_distance`` (in [−1, 1] by the triangle inequality); and position means ``*_mean`` (predictor, scenario).
     """
     valid = evaluation_mask(ds)
     score = ds["log_score"].where(ds["mask"]) if "mask" in ds else ds["log_score"]
@@ -100,21 +105,46 @@ def metrics_dataset(
             out["kl_from_reference"].attrs = {"long_name": f"KL({reference} || predictor), mean over episodes", "units": "nats"}
             if mixture in predictors and OUTCOME in dist.dims:
                 mix = dist.sel({PREDICTOR: mixture}, drop=True)
-                js_a = metrics.xr_js_divergence(dist, ref).where(valid)
-                js_b = metrics.xr_js_divergence(dist, mix).where(valid)
-                js_ab = metrics.xr_js_divergence(ref, mix).where(valid)
+                # sqrt(JS) is a metric, so by the triangle inequality the relative distance stays in [-1, 1]
+                js_a = np.sqrt(metrics.xr_js_divergence(dist, ref)).where(valid)
+                js_b = np.sqrt(metrics.xr_js_divergence(dist, mix)).where(valid)
+                js_ab = np.sqrt(metrics.xr_js_divergence(ref, mix)).where(valid)
                 mean = lambda v: metrics.xr_cross_entropy(-v, EPISODE)  # noqa: E731 - nan-aware episode mean
-                out["js_to_reference"], out["js_to_mixture"] = mean(js_a), mean(js_b)
+                out["js_distance_to_reference"], out["js_distance_to_mixture"] = mean(js_a), mean(js_b)
                 out["relative_distance"] = metrics.xr_relative_distance(mean(js_a), mean(js_b), mean(js_ab))
                 out["relative_distance"].attrs = {
-                    "long_name": f"(JS(h,{reference}) - JS(h,{mixture})) / JS({reference},{mixture})",
+                    "long_name": f"(d(h,{reference}) - d(h,{mixture})) / d({reference},{mixture}), "
+                    "d = mean over episodes of the Jensen-Shannon distance sqrt(JS)",
                     "meaning": f"-1: predicts like {reference}; +1: predicts like {mixture}",
                 }
     for name in ("cross_entropy", "kl_from_reference", "excess_loss"):
         if name in out:
             out[f"{name}_mean"] = metrics.xr_cross_entropy(-out[name], POSITION)
     out.attrs = {"reference": reference, "mixture": mixture, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
+    if "r_hat" in ds:
+        out = _with_mcmc_flags(out, ds, valid)
     return out.transpose(PREDICTOR, SCENARIO, ...)
+
+
+def _with_mcmc_flags(out: xr.Dataset, ds: xr.Dataset, valid: xr.DataArray) -> xr.Dataset:
+    """Count, per (scenario, position), the MCMC cells and those whose diagnostics fail.
+
+    The MCMC predictor's metrics at a (scenario, position) with ``mcmc_flagged > 0``
+    average over unconverged cells; the report marks them rather than mixing them in silently.
+    """
+    from .mcmc import ESS_BULK_MIN, R_HAT_MAX, unconverged
+
+    ran = ds["divergences"].notnull() & valid
+    out["mcmc_cells"] = ran.sum(EPISODE)
+    out["mcmc_flagged"] = (unconverged(ds) & ran).sum(EPISODE)
+    out["mcmc_flagged"].attrs = {
+        "long_name": f"MCMC cells with r_hat > {R_HAT_MAX}, ess_bulk < {ESS_BULK_MIN} or a divergence",
+    }
+    described = ds.attrs.get("predictors", {})
+    if isinstance(described, str):
+        described = json.loads(described)
+    out.attrs["mcmc_predictors"] = [n for n, d in described.items() if isinstance(d, dict) and d.get("engine") == "mcmc"]
+    return out
 
 
 __all__ = ["metrics_dataset", "evaluation_mask"]

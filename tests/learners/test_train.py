@@ -1,0 +1,188 @@
+"""The training loop: determinism, resumption, loss, schedule, masking, config checks."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import learners
+from learners import TrainConfig, lr_at, train
+from learners.train import masked_cross_entropy
+from toolkit.errors import CheckpointError, ConfigError
+
+
+class Interrupting:
+    """A prior whose sampler fails after ``after`` batches: a run killed mid-training."""
+
+    def __init__(self, prior, after, exc=KeyboardInterrupt):
+        self.prior, self.after, self.exc, self.calls = prior, after, exc, 0
+
+    def __getattr__(self, name):
+        return getattr(self.prior, name)
+
+    def sample(self, key, num_episodes, length):
+        if self.calls >= self.after:
+            raise self.exc("simulated interruption")
+        self.calls += 1
+        return self.prior.sample(key, num_episodes, length)
+
+
+def test_same_seed_same_weights(coin_prior, tiny_model, tiny_train):
+    a = train(coin_prior, tiny_model, tiny_train, None, progress=False)
+    b = train(coin_prior, tiny_model, tiny_train, None, progress=False)
+    assert a.weights_sha256 == b.weights_sha256
+    assert a.loss_log == b.loss_log
+    c = train(coin_prior, tiny_model, dataclasses.replace(tiny_train, seed=1), None, progress=False)
+    assert c.weights_sha256 != a.weights_sha256
+
+
+def test_prefetch_thread_sees_the_same_batches(coin_prior, tiny_model, tiny_train):
+    a = train(coin_prior, tiny_model, dataclasses.replace(tiny_train, prefetch=0), None, progress=False)
+    b = train(coin_prior, tiny_model, dataclasses.replace(tiny_train, prefetch=3), None, progress=False)
+    assert a.weights_sha256 == b.weights_sha256
+
+
+def test_training_lowers_the_loss(coin_prior, tiny_model):
+    cfg = TrainConfig(steps=60, batch_size=32, length=64, lr=1e-2, warmup_steps=5, log_every=10, device="cpu")
+    result = train(coin_prior, tiny_model, cfg, None, progress=False)
+    first, last = result.loss_log[0][1], result.loss_log[-1][1]
+    assert first > 0.68  # about log 2 before learning anything
+    assert last < first - 0.02
+    assert result.steps == 60 and result.resumed_from == 0 and result.wall_time_s > 0
+
+
+@pytest.mark.parametrize("stop_after", [5, 8, 11])
+def test_resume_after_interruption_equals_an_uninterrupted_run(
+    coin_prior, tiny_model, tiny_train, tmp_path, stop_after
+):
+    full = train(coin_prior, tiny_model, tiny_train, tmp_path / "full", progress=False)
+    cfg = dataclasses.replace(tiny_train, prefetch=0)  # prefetch is a runtime setting: resuming may change it
+    with pytest.raises(KeyboardInterrupt):
+        train(Interrupting(coin_prior, stop_after), tiny_model, cfg, tmp_path / "cut", progress=False)
+    saved = learners.checkpoint.checkpoint_steps(tmp_path / "cut")
+    assert saved[-1] == stop_after // tiny_train.checkpoint_every * tiny_train.checkpoint_every
+    resumed = train(coin_prior, tiny_model, tiny_train, tmp_path / "cut", progress=False)
+    assert resumed.resumed_from == saved[-1]
+    assert resumed.weights_sha256 == full.weights_sha256
+    assert resumed.loss_log == full.loss_log
+    for name, p in resumed.predictor.model.state_dict().items():
+        torch.testing.assert_close(p, full.predictor.model.state_dict()[name], rtol=0, atol=0)
+
+
+def test_sampler_errors_reach_the_training_loop(coin_prior, tiny_model, tiny_train):
+    with pytest.raises(RuntimeError, match="simulated interruption"):
+        train(Interrupting(coin_prior, 3, RuntimeError), tiny_model, tiny_train, None, progress=False)
+
+
+def test_finished_run_is_reused_not_retrained(coin_prior, tiny_model, tiny_train, tmp_path):
+    first = train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+    again = train(Interrupting(coin_prior, 0), tiny_model, tiny_train, tmp_path, progress=False)  # samples nothing
+    assert again.resumed_from == tiny_train.steps
+    assert again.weights_sha256 == first.weights_sha256
+    assert again.wall_time_s == pytest.approx(first.wall_time_s)
+
+
+def test_checkpoints_keep_the_last_two(coin_prior, tiny_model, tiny_train, tmp_path):
+    train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        "step-000008.json",
+        "step-000008.optim.safetensors",
+        "step-000008.safetensors",
+        "step-000012.json",
+        "step-000012.optim.safetensors",
+        "step-000012.safetensors",
+    ]
+
+
+def test_mismatched_config_names_the_keys_and_the_fix(coin_prior, tiny_model, tiny_train, tmp_path):
+    train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+    other = dataclasses.replace(tiny_train, lr=1e-2, batch_size=8)
+    with pytest.raises(CheckpointError, match=r"train\.batch_size.*train\.lr.*another --out.*delete"):
+        train(coin_prior, tiny_model, other, tmp_path, progress=False)
+    wider = dataclasses.replace(tiny_model, n_embd=32)
+    with pytest.raises(CheckpointError, match=r"model\.n_embd: checkpoint 16, requested 32"):
+        train(coin_prior, wider, tiny_train, tmp_path, progress=False)
+    import priors
+
+    with pytest.raises(CheckpointError, match=r"prior\.params\.thetas"):
+        train(priors.get("coin_mixture", thetas=(0.2, 0.8)), tiny_model, tiny_train, tmp_path, progress=False)
+
+
+def test_runtime_settings_may_change_on_resume(coin_prior, tiny_model, tiny_train, tmp_path):
+    train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+    changed = dataclasses.replace(tiny_train, checkpoint_every=3, prefetch=0, log_every=5, keep_checkpoints=1)
+    assert train(coin_prior, tiny_model, changed, tmp_path, progress=False).resumed_from == tiny_train.steps
+
+
+def test_config_matches(coin_prior, tiny_model, tiny_train, tmp_path):
+    assert not learners.config_matches(tmp_path, coin_prior, tiny_model, tiny_train)
+    assert not learners.config_matches(tmp_path / "absent", coin_prior, tiny_model, tiny_train)
+    longer = dataclasses.replace(tiny_train, steps=16)
+    with pytest.raises(KeyboardInterrupt):
+        train(Interrupting(coin_prior, 9), tiny_model, longer, tmp_path, progress=False)
+    assert learners.config_matches(tmp_path, coin_prior, tiny_model, longer, finished=False)
+    assert not learners.config_matches(tmp_path, coin_prior, tiny_model, longer)
+    train(coin_prior, tiny_model, longer, tmp_path, progress=False)
+    assert learners.config_matches(tmp_path, coin_prior, tiny_model, longer)
+    assert not learners.config_matches(tmp_path, coin_prior, tiny_model, dataclasses.replace(longer, lr=1.0))
+
+
+def test_masked_loss_ignores_padding():
+    logits = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([[0, 1, 2, 1, 1], [2, 0, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])
+    per = -torch.log_softmax(logits, -1).gather(-1, y[..., None])[..., 0]
+    torch.testing.assert_close(masked_cross_entropy(logits, y, mask), per[mask].mean())
+    torch.testing.assert_close(masked_cross_entropy(logits, y, None), per.mean())
+
+
+def test_eos_prior_trains_and_predicts_nan_on_padding(eos_prior, tiny_model, tiny_train):
+    result = train(eos_prior, tiny_model, tiny_train, None, progress=False)
+    import jax
+
+    episodes = eos_prior.sample(jax.random.key(3), 32, 16)
+    assert not episodes.mask.all()
+    ds = result.predictor.predict(episodes)
+    assert np.isnan(ds.log_score.values[~episodes.mask]).all()
+    assert np.isfinite(ds.log_score.values[episodes.mask]).all()
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    lrs = np.array([lr_at(s, cfg) for s in range(100)])
+    assert np.all(np.diff(lrs[:11]) > 0) and lrs[0] < 0.2  # linear warmup
+    assert lrs[10] == pytest.approx(1.0)
+    assert np.all(np.diff(lrs[10:]) <= 0)  # cosine decay
+    assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [(dict(steps=0), "train.steps"), (dict(lr=0.0), "train.lr"), (dict(device="tpu"), "train.device")],
+)
+def test_bad_train_config_raises_config_error(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig(**kw)
+
+
+def test_training_length_longer_than_context_is_refused(coin_prior, tiny_model, tiny_train):
+    short = dataclasses.replace(tiny_model, block_size=8)
+    with pytest.raises(ConfigError, match=r"train.length \(16\).*block_size \(8\)"):
+        train(coin_prior, short, tiny_train, None, progress=False)
+
+
+def test_regression_priors_are_refused_clearly(tiny_model, tiny_train):
+    class Regression:
+        kind, name = "regression", "linear"
+
+    with pytest.raises(ConfigError, match="regression"):
+        train(Regression(), tiny_model, tiny_train, None, progress=False)
+
+
+def test_cuda_request_without_cuda_is_a_config_error(coin_prior, tiny_model, tiny_train):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        train(coin_prior, tiny_model, dataclasses.replace(tiny_train, device="cuda"), None, progress=False)

@@ -1,0 +1,220 @@
+"""Checking a NumPyro model against the prior convention before anything runs.
+
+The convention (DESIGN.md, "Priors"): the predicted site is ``y`` and the
+regression inputs are ``x``, both indexed by position, either inside
+``numpyro.plate("position", length)`` or emitted step by step by
+``numpyro.contrib.control_flow.scan`` over the positions (an HMM, whose
+observations depend on each other). Every other site is a latent: global when
+it sits outside the position axis, local when it sits on it.
+
+Each check fails with a `ModelError` that names the site and quotes the
+convention, so a user's own model can be fixed from the message alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro import handlers
+
+from .dims import POSITION_PLATE, X_SITE, Y_SITE
+from .errors import ModelError
+
+if TYPE_CHECKING:
+    from .prior import Prior
+
+CONVENTION = (
+    "a prior model is `def model(length, y=None)` (regression: `def model(length, x=None, y=None)`) "
+    "with `numpyro.sample('y', ..., obs=y)` (and site 'x') inside `numpyro.plate('position', length)` "
+    "(or, for observations that depend on each other, emitted by `numpyro.contrib.control_flow.scan` "
+    "over the positions)"
+)
+
+# numpyro's scan tags every site of its body with the step index.
+SCAN_TAG = "_scan_current_index"
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What one trace of the model says about a sample site.
+
+    ``in_position_plate`` is True for sites indexed by position: inside the
+    ``position`` plate, or inside a ``scan`` over the positions (then ``in_scan``).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    in_position_plate: bool
+    has_enumerate_support: bool
+    support_size: int | None
+    is_discrete: bool
+    in_scan: bool = False
+
+
+def model_trace(prior: Prior, length: int) -> dict:
+    """One unconditioned trace of the prior's model at ``length`` (key 0), cached: do not modify it.
+
+    Engines ask about a model's structure many times; an eager trace of a
+    ``scan`` model recompiles the scan every time (about a second).
+    """
+    return _cached_trace(prior.model, prior.kind, int(length))
+
+
+@lru_cache(maxsize=128)
+def _cached_trace(model, kind: str, length: int) -> dict:
+    kwargs = {"y": None} if kind == "tokens" else {"x": None, "y": None}
+    try:
+        return handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(length, **kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model failed: say so, with the convention
+        hint = " (a regression model takes `x=None`)" if kind == "regression" and "'x'" in str(exc) else ""
+        raise ModelError(f"calling the model failed ({type(exc).__name__}: {exc}){hint}; {CONVENTION}") from None
+
+
+def site_table(tr: dict, length: int) -> dict[str, SiteInfo]:
+    """Sample sites of a trace at ``length``, without judging them."""
+    table = {}
+    for name, site in tr.items():
+        if site["type"] != "sample":
+            continue
+        fn = site["fn"]
+        in_plate = any(f.name == POSITION_PLATE for f in site["cond_indep_stack"])
+        in_scan = SCAN_TAG in site.get("infer", {}) and np.shape(site["value"])[:1] == (length,)
+        enumerable = bool(getattr(fn, "has_enumerate_support", False))
+        size = None
+        if enumerable:
+            try:
+                size = int(fn.enumerate_support(expand=False).shape[0])
+            except Exception:  # noqa: BLE001 - some supports are data-dependent
+                size = None
+        is_discrete = bool(getattr(fn.support, "is_discrete", False))
+        table[name] = SiteInfo(
+            name, tuple(np.shape(site["value"])), in_plate or in_scan, enumerable, size, is_discrete, in_scan
+        )
+    return table
+
+
+def check_sites(table: dict[str, SiteInfo], length: int) -> dict[str, SiteInfo]:
+    """The structural checks: a ``y`` site, on the position axis, leading with the position dim."""
+    if Y_SITE not in table:
+        latents = ", ".join(sorted(table)) or "none"
+        raise ModelError(f"the model has no sample site 'y' (its sample sites: {latents}); {CONVENTION}")
+    y = table[Y_SITE]
+    if not y.in_position_plate:
+        raise ModelError(f"site 'y' is not inside numpyro.plate('position', length); {CONVENTION}")
+    if y.shape[:1] != (length,):
+        raise ModelError(
+            f"site 'y' has shape {y.shape} at length {length}; it must lead with the position dim "
+            f"({length},); {CONVENTION}"
+        )
+    if X_SITE in table and not table[X_SITE].in_position_plate:
+        raise ModelError(f"site 'x' is not inside numpyro.plate('position', length); {CONVENTION}")
+    return table
+
+
+def _distribution_name(fn) -> str:
+    """``Normal`` rather than the ``ExpandedDistribution`` a plate wraps it in."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def check_kind(prior: Prior, tr: dict, length: int) -> None:
+    """``y`` (and ``x``) of the shape and dtype the declared kind needs."""
+    y_site = tr[Y_SITE]
+    value, fn = y_site["value"], y_site["fn"]
+    discrete = bool(getattr(fn.support, "is_discrete", False))
+    if prior.kind == "tokens":
+        if np.shape(value) != (length,):
+            raise ModelError(
+                f"site 'y' has shape {np.shape(value)} at length {length}; a tokens prior emits one integer "
+                f"token per position, shape ({length},); {CONVENTION}"
+            )
+        if not discrete or not jnp.issubdtype(jnp.result_type(value), jnp.integer) and jnp.result_type(value) != bool:
+            raise ModelError(
+                f"site 'y' draws {_distribution_name(fn)} values of dtype {jnp.result_type(value)}, but kind='tokens' "
+                "needs integer tokens in [0, V) (Categorical, Bernoulli); declare kind='regression' for real y"
+            )
+        if prior.outcomes is not None and getattr(fn, "has_enumerate_support", False):
+            try:
+                size = int(fn.enumerate_support(expand=False).shape[0])
+            except Exception:  # noqa: BLE001 - some supports are data-dependent
+                size = None
+            if size is not None and size != len(prior.outcomes):
+                raise ModelError(
+                    f"site 'y' has {size} outcomes ({_distribution_name(fn)}) but the prior declares "
+                    f"{len(prior.outcomes)} outcome labels {list(prior.outcomes)}"
+                )
+    else:
+        if discrete or not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+            raise ModelError(
+                f"site 'y' draws {_distribution_name(fn)} values of dtype {jnp.result_type(value)}, but "
+                "kind='regression' needs real y (e.g. Normal); declare kind='tokens' for integer outcomes"
+            )
+        if np.shape(value) != (length,):
+            raise ModelError(
+                f"site 'y' has shape {np.shape(value)} at length {length}; a regression prior emits one real y "
+                f"per position, shape ({length},); {CONVENTION}"
+            )
+        if X_SITE not in tr:
+            raise ModelError(f"a regression prior needs an 'x' sample site; {CONVENTION}")
+        x = tr[X_SITE]["value"]
+        if np.shape(x)[:1] != (length,) or np.ndim(x) > 2:
+            raise ModelError(
+                f"site 'x' has shape {np.shape(x)} at length {length}; it must be ({length},) or ({length}, features)"
+            )
+        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ModelError(f"site 'x' has dtype {jnp.result_type(x)}; regression inputs must be real")
+
+
+def check_log_density(prior: Prior, *, length: int = 3, num_draws: int = 3) -> None:
+    """Every site's log-density is finite on the model's own samples.
+
+    Draws ``num_draws`` sequences of ``length`` from the model and evaluates
+    each sample site's log-probability at its own value. The traces run
+    eagerly at the length `Prior.sites` uses, so they reuse its compiled ops
+    (a jitted check would recompile samplers such as Beta's, seconds per prior).
+    """
+    for draw in range(num_draws):
+        try:
+            tr = model_trace(prior, length) if draw == 0 else prior.trace(jax.random.key(draw), length)
+            log_probs = {n: s["fn"].log_prob(s["value"]) for n, s in tr.items() if s["type"] == "sample"}
+        except ModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - report the model's own failure with the convention
+            raise ModelError(
+                f"evaluating the model's log-density failed ({type(exc).__name__}: {exc}); {CONVENTION}"
+            ) from None
+        for name, values in log_probs.items():
+            values = np.asarray(values)
+            bad = ~np.isfinite(values)
+            if bad.any():
+                raise ModelError(
+                    f"site {name!r} has log-density {values[bad].flat[0]} on the model's own sample (draw {draw} "
+                    f"at length {length}); every site's log_prob must be finite where the model samples "
+                    f"(check its parameters and support); {CONVENTION}"
+                )
+
+
+def validate_prior(prior: Prior, *, length: int = 3, num_draws: int = 3) -> dict[str, SiteInfo]:
+    """All checks: structure, kind (shape and dtype of ``y`` and ``x``), finite log-densities.
+
+    Raises
+    ------
+    ModelError
+        Naming the offending site and quoting the convention.
+    """
+    tr = model_trace(prior, length)
+    table = check_sites(site_table(tr, length), length)
+    check_kind(prior, tr, length)
+    check_log_density(prior, length=length, num_draws=num_draws)
+    return table
+
+
+__all__ = ["CONVENTION", "SCAN_TAG", "SiteInfo", "model_trace", "site_table", "check_sites", "check_kind", "check_log_density", "validate_prior"]
