@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -63,11 +63,46 @@ class LearnerConfig(Strict):
     training: dict[str, Any] = {}  # overrides of learners.TrainConfig
 
 
+class LearnerSpec(Strict):
+    """One ``[learners.NAME]`` table: an architecture trained once per seed (predictors ``NAME-s<seed>``)."""
+
+    architecture: Literal["transformer", "rnn"] = "transformer"  # learners.CausalTransformer or learners.rnn.RecurrentLM
+    model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig or RNNConfig)
+    training: dict[str, Any] = {}  # overrides of [learner.training], which every learner shares
+    seeds: list[int] = [0]  # one learner per seed: initial weights and training batches
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_distinct(cls, seeds):
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds}")
+        return seeds
+
+
+class CompletionsConfig(Strict):
+    """Sampled continuations of every prompt scenario's prompts, per learner."""
+
+    num: int = Field(100, gt=0)  # completions per prompt per learner
+    max_new_tokens: int = Field(48, gt=0)  # most tokens generated (EOS included); the learner's context also caps it
+    temperature: float = Field(1.0, gt=0)  # 1 samples the learner's own distribution
+    seed: int = 2  # completions of learner i on scenario j use numpy seed (seed, j, crc32(name))
+
+
+class AnbnConfig(Strict):
+    """The aⁿbⁿ prompt sets and the rule / disagreement analysis (comparisons/anbn.py)."""
+
+    max_prompt_length: int = Field(8, gt=0)  # zero-probability strings and in-distribution prefixes up to this length
+    min_prior_prob: float = Field(1e-6, gt=0, lt=1)  # long aⁿ prompts down to this prior probability
+
+
 class RunConfig(Strict):
     prior: PriorConfig = PriorConfig()
     scenarios: dict[str, ScenarioConfig] = {"in_distribution": ScenarioConfig(kind="in_distribution")}
     evaluation: EvaluationConfig = EvaluationConfig()
     learner: LearnerConfig = LearnerConfig()
+    learners: dict[str, LearnerSpec] = {}  # further learners, evaluated beside the predictors listed
+    completions: CompletionsConfig | None = None  # sample completions of the prompt scenarios
+    anbn: AnbnConfig | None = None  # add the aⁿbⁿ prompt sets and analysis
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -145,17 +180,21 @@ def validate(tree: dict) -> RunConfig:
 def _model_at(loc) -> type[BaseModel] | None:
     model: Any = RunConfig
     for part in loc:
-        if model is RunConfig and part == "scenarios":
-            model = "scenarios"
+        if model is RunConfig and part in ("scenarios", "learners"):
+            model = part
             continue
-        if model == "scenarios":
-            model = ScenarioConfig
+        if model in ("scenarios", "learners"):
+            model = ScenarioConfig if model == "scenarios" else LearnerSpec
             continue
         field = model.model_fields.get(part) if isinstance(model, type) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        # `X | None` tables (completions, anbn) name their model inside the union
+        options = (field.annotation, *get_args(field.annotation)) if field is not None else ()
+        tables = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not tables:
             return None
-        model = field.annotation
+        model = tables[0]
     return model if isinstance(model, type) else None
 
 
-__all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "LearnerConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]
+__all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "LearnerConfig", "LearnerSpec",
+           "CompletionsConfig", "AnbnConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]

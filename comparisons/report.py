@@ -141,8 +141,21 @@ def mcmc_section(ds: xr.Dataset, metrics: xr.Dataset) -> list[str]:
     return out
 
 
-def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], figures: dict[str, str], run_info: dict) -> str:
-    """The Markdown text of report.md."""
+def write_report(
+    ds: xr.Dataset,
+    metrics: xr.Dataset,
+    *,
+    positions: list[int],
+    figures: dict[str, str],
+    run_info: dict,
+    sections: list[str] = (),
+    answer_lines: list[str] | None = None,
+) -> str:
+    """The Markdown text of report.md.
+
+    ``sections`` (Markdown) go before the figures; ``answer_lines`` replace the
+    learner-versus-Bayes answer (e.g. an experiment with many learners answers its own question).
+    """
     prior = json.loads(ds.attrs["prior"]) if isinstance(ds.attrs.get("prior"), str) else ds.attrs.get("prior", {})
     out = [f"# metabayes report: {prior.get('name', 'prior')}", ""]
     out += [
@@ -153,7 +166,7 @@ def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], f
         "## Answer",
         "",
     ]
-    out += [f"- {line}" for line in answer(ds, metrics)]
+    out += [f"- {line}" for line in (answer(ds, metrics) if answer_lines is None else answer_lines)]
     out += ["", "## Setup", ""]
     out += [f"- **{k}**: {v}" for k, v in run_info.items()]
     out += ["", "## Cross-entropy (nats) per scenario", ""]
@@ -172,6 +185,8 @@ def write_report(ds: xr.Dataset, metrics: xr.Dataset, *, positions: list[int], f
             relative_distance_table(metrics, "learner", sorted({2, 4, 8, 16, 32, *positions})),
             "",
         ]
+    for section in sections:
+        out += [section.rstrip(), ""]
     if figures:
         out += ["## Figures", ""]
         out += [f"![{name}]({path})" for name, path in figures.items()]

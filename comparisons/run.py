@@ -22,8 +22,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
 
 from comparisons.config import RunConfig, load_config  # noqa: E402
+from toolkit.dims import PREDICTOR  # noqa: E402
 from toolkit.errors import ConfigError, MetabayesError, UnknownNameError  # noqa: E402
 
 
@@ -86,6 +88,105 @@ def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
     return learners.train(prior, model_cfg, train_cfg, directory, progress=progress).predictor
 
 
+def learner_specs(cfg: RunConfig) -> dict[str, tuple[str, str, dict, dict]]:
+    """Predictor name ``NAME-s<seed>`` -> (group NAME, architecture, model overrides, training overrides)."""
+    specs = {}
+    for group, spec in cfg.learners.items():
+        for seed in spec.seeds:
+            training = {**cfg.learner.training, **spec.training, "seed": seed}
+            specs[f"{group}-s{seed}"] = (group, spec.architecture, dict(spec.model), training)
+    return specs
+
+
+def model_config(architecture: str, values: dict):
+    """The architecture's config dataclass from a TOML table."""
+    import learners
+
+    if architecture == "transformer":
+        return learners.TransformerConfig.from_dict(values)
+    if architecture == "rnn":
+        from learners.rnn import RNNConfig
+
+        return RNNConfig.from_dict(values)
+    raise UnknownNameError("architecture", architecture, ("transformer", "rnn"))
+
+
+def learner_contexts(cfg: RunConfig) -> dict[str, int]:
+    """Each configured learner's context (model.block_size, else its training length), known before training."""
+    import learners
+
+    tables = {}
+    if "learner" in cfg.evaluation.predictors:
+        tables["learner"] = (cfg.learner.model, cfg.learner.training)
+    for name, (_, _, model, training) in learner_specs(cfg).items():
+        tables[name] = (model, training)
+    contexts = {}
+    for name, (model, training) in tables.items():
+        length = training.get("length", learners.TrainConfig.length)
+        contexts[name] = int(model.get("block_size") or length)
+    return contexts
+
+
+def check_prompts_fit(cfg: RunConfig, scenarios, outcomes) -> None:
+    """Fail before any training when a prompt is too long for a learner's context, naming both."""
+    from toolkit.completions import check_prompt_lengths
+
+    for name, context in learner_contexts(cfg).items():
+        for scenario in scenarios:
+            if scenario.kind == "prompts":
+                check_prompt_lengths(scenario.prompts, context, who=f"learner {name!r}",
+                                     where=f"scenario {scenario.name!r}", outcomes=outcomes)
+
+
+def train_learners(cfg: RunConfig, prior, out: Path, *, progress: bool) -> dict:
+    """Every ``[learners.NAME]`` learner, one per seed, each in ``out/learners/NAME-s<seed>``; reused when finished."""
+    import learners
+
+    trained = {}
+    for name, (group, architecture, model, training) in learner_specs(cfg).items():
+        try:
+            model_cfg = model_config(architecture, model)
+            train_cfg = learners.TrainConfig.from_dict(training)
+        except MetabayesError as exc:
+            raise _in_context(exc, f"learners.{group}") from None
+        directory = out / "learners" / name
+        if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True):
+            trained[name] = learners.load(directory, name=name)
+            print(f"reusing the trained learner in {directory}")
+        else:
+            if progress:
+                print(f"training {name} ({architecture})")
+            trained[name] = learners.train(prior, model_cfg, train_cfg, directory, progress=progress).predictor
+            trained[name].name = name
+    return trained
+
+
+def sample_all_completions(cfg: RunConfig, prior, scenarios, predictors: dict, learner_names: list[str]) -> dict:
+    """``{(learner, scenario): (tokens, rule)}`` for every prompt scenario; rules when the aⁿbⁿ analysis is on."""
+    import zlib
+
+    from toolkit.completions import classify_anbn, sample_completions
+
+    c = cfg.completions
+    sampled = {}
+    for j, scenario in enumerate(scenarios):
+        if scenario.kind != "prompts":
+            continue
+        for name in learner_names:
+            rng = np.random.default_rng([c.seed, j, zlib.crc32(name.encode())])
+            tokens = sample_completions(
+                predictors[name], scenario.prompts, num_completions=c.num, max_new_tokens=c.max_new_tokens,
+                rng=rng, eos=prior.eos, temperature=c.temperature, outcomes=prior.outcomes, name=name,
+            )
+            rule = None
+            if cfg.anbn is not None:
+                from priors.anbn import A, B, EOS
+
+                rule = classify_anbn(scenario.prompts, tokens, a=A, b=B, eos=EOS)
+            sampled[(name, scenario.name)] = (tokens, rule)
+    return sampled
+
+
 PREDICTOR_BUILDERS = {
     "bayes": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(prior),
     "bayes_mcmc": lambda prior, progress=True, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
@@ -120,10 +221,24 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
     out.mkdir(parents=True, exist_ok=True)
     prior = build_prior(cfg)
     scenarios = build_scenarios(cfg, prior)
+    if cfg.anbn is not None:
+        from comparisons.anbn import prompt_scenarios
+        from toolkit.bayes import bayes_predictor
+
+        try:
+            scenarios += prompt_scenarios(prior, bayes_predictor(prior), max_prompt_length=cfg.anbn.max_prompt_length,
+                                          min_prior_prob=cfg.anbn.min_prior_prob)
+        except MetabayesError as exc:
+            raise _in_context(exc, "anbn") from None
+    if prior.kind == "tokens":
+        check_prompts_fit(cfg, scenarios, prior.outcomes)
     t0 = time.perf_counter()
     predictors = build_predictors(cfg, prior, out, progress=progress)
+    many = train_learners(cfg, prior, out, progress=progress)
+    predictors.update(many)
     train_s = time.perf_counter() - t0
     learner = predictors.get("learner")
+    learner_names = (["learner"] if learner is not None else []) + list(many)
     attrs = {"config": cfg.model_dump(mode="json"), "config_name": config_name}
     if learner is not None:
         info = learner.describe()
@@ -138,7 +253,26 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
         num_episodes=cfg.evaluation.num_episodes, length=cfg.evaluation.length,
         key=jax.random.key(cfg.evaluation.seed), inference_data=inference_data, attrs=attrs,
     )
+    groups = {"learner": "learner"} if learner is not None else {}
+    groups.update({name: spec[0] for name, spec in learner_specs(cfg).items()})
+    ds = ds.assign_coords(architecture=(PREDICTOR, [groups.get(str(p), "") for p in ds[PREDICTOR].values]))
+    ds["architecture"].attrs = {"long_name": "the [learners.NAME] table a learner came from; empty for other predictors"}
     metrics = metrics_dataset(ds, bootstrap_resamples=cfg.evaluation.bootstrap_resamples, seed=cfg.evaluation.seed)
+    completions_s = 0.0
+    if cfg.completions is not None and learner_names:
+        from toolkit.completions import add_completions
+
+        t1 = time.perf_counter()
+        sampled = sample_all_completions(cfg, prior, scenarios, predictors, learner_names)
+        ds = add_completions(ds, sampled, attrs=cfg.completions.model_dump())
+        completions_s = time.perf_counter() - t1
+    analysis = None
+    if cfg.anbn is not None:
+        from comparisons.anbn import analyse
+
+        analysis = analyse(ds, groups={n: groups[n] for n in learner_names})
+        metrics = xr.merge([metrics, analysis], join="outer", compat="override", combine_attrs="override")
+        metrics.attrs.update(analysis.attrs)
     metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")})
     eval_s = time.perf_counter() - t0
     written = {"comparison": write_netcdf(ds, out / "comparison.nc"), "metrics": write_netcdf(metrics, out / "metrics.nc")}
@@ -159,23 +293,57 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
             if theta.size == 2:
                 figures["implied mixture weight"] = "figures/mixture_weight.png"
                 mixture_weight_figure(ds, focus, theta, out / figures["implied mixture weight"])
+    if analysis is not None:
+        from comparisons.anbn import adherence_figure, disagreement_figure
+
+        if "rule_count" in analysis:
+            figures["rule adherence per architecture"] = "figures/adherence.png"
+            adherence_figure(analysis, out / figures["rule adherence per architecture"])
+        if "prompt_disagreement" in analysis:
+            figures["disagreement against prior probability"] = "figures/disagreement.png"
+            disagreement_figure(analysis, out / figures["disagreement against prior probability"])
     total_s = time.perf_counter() - start
     run_info = {
         "prior": f"{prior!r}",
         "scenarios": ", ".join(s.name for s in scenarios),
         "episodes": f"{cfg.evaluation.num_episodes} per scenario, length {cfg.evaluation.length}",
         "Bayes engine": attrs.get("inference_method", "–"),
-        "wall time": f"{total_s:.0f} s in all ({train_s:.0f} s training or loading the learner, {eval_s:.0f} s evaluation)",
+        "wall time": f"{total_s:.0f} s in all ({train_s:.0f} s training or loading the learners, {eval_s:.0f} s evaluation"
+        + (f", of which {completions_s:.0f} s sampling completions)" if completions_s else ")"),
     }
+    if many:
+        trained_s = sum(float(p.describe().get("wall_time_s") or 0.0) for p in many.values())
+        run_info["learners"] = (
+            ", ".join(f"{g} ({cfg.learners[g].architecture}, seeds {', '.join(map(str, cfg.learners[g].seeds))})"
+                      for g in cfg.learners)
+            + f"; {trained_s:.0f} s of training in all"
+        )
+    if cfg.completions is not None:
+        c = cfg.completions
+        run_info["completions"] = (f"{c.num} per prompt per learner, temperature {c.temperature:g}, "
+                                   f"at most {c.max_new_tokens} tokens, seed {c.seed}")
     if learner is not None:
         info = attrs["learner"]
         run_info["learner"] = (
             f"CausalTransformer {json.dumps(info.get('model', {}))}, {info.get('steps')} steps, "
             f"trained in {info.get('wall_time_s', float('nan')):.0f} s"
         )
-    report = write_report(ds, metrics, positions=cfg.evaluation.report_positions, figures=figures, run_info=run_info)
+    sections, answer_lines = [], None
+    if analysis is not None:
+        from comparisons.anbn import answer as anbn_answer
+        from comparisons.anbn import report_section
+
+        sections.append(report_section(ds, analysis))
+        answer_lines = anbn_answer(analysis)
+    report = write_report(ds, metrics, positions=cfg.evaluation.report_positions, figures=figures, run_info=run_info,
+                          sections=sections, answer_lines=answer_lines)
     written["report"] = write_text(report, out / "report.md")
-    return {"dataset": ds, "metrics": metrics, "report": report, "written": written, "wall_time_s": total_s}
+    if answer_lines is None:
+        from comparisons.report import answer
+
+        answer_lines = answer(ds, metrics)
+    return {"dataset": ds, "metrics": metrics, "report": report, "written": written, "wall_time_s": total_s,
+            "answer": answer_lines}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,9 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished checkpoints and result files are intact; run the same command to resume",
               file=sys.stderr)
         return 130
-    from comparisons.report import answer
-
-    print("\n".join(answer(result["dataset"], result["metrics"])))
+    print("\n".join(result["answer"]))
     print(f"\nwrote {out}/ (report.md, comparison.nc, metrics.nc, figures/) in {result['wall_time_s']:.0f} s")
     return 0
 

@@ -177,6 +177,7 @@ def _atomic(path: Path, write) -> None:
         write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; results directories are meant to be shared
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -48,18 +48,18 @@ Device = Literal["auto", "cpu", "cuda"]
 class TrainConfig:
     """How a learner is meta-trained; the defaults are tuned for the two-coin prior at length 64 on 2 CPU cores."""
 
-    steps: int = 1500  # optimiser steps, each on a fresh batch from the prior
+    steps: int = 500  # optimiser steps, each on a fresh batch from the prior
     batch_size: int = 128  # episodes per step
     length: int = 64  # tokens per training episode (also the default model.block_size)
     lr: float = 3e-3  # peak learning rate, reached after warmup
     min_lr_ratio: float = 0.05  # the cosine decays to lr * min_lr_ratio at the last step
-    warmup_steps: int = 100  # linear warmup from ~0 to lr
+    warmup_steps: int = 50  # linear warmup from ~0 to lr
     weight_decay: float = 0.0  # AdamW decoupled decay on matrices (never on biases, gains)
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.99  # AdamW second-moment decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     seed: int = 0  # initial weights (torch.Generator) and training batches (jax.random.key)
-    checkpoint_every: int = 500  # steps between checkpoints (one is always written at the end)
+    checkpoint_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # checkpoints kept on disk, newest first
     log_every: int = 25  # steps per loss-log entry (entries also close at checkpoints)
     prefetch: int = 4  # batches the sampler thread may run ahead; 0 samples in the main thread

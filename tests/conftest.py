@@ -62,6 +62,22 @@ def pytest_runtest_setup(item):
         pytest.skip(reason)
 
 
+def pytest_configure(config):
+    """Keep JAX's compiled programs on disk (in pytest's cache folder) for every process of the suite.
+
+    Most of the suite's time is XLA compiling the same small programs again: in each xdist worker, in each
+    ``run.py`` subprocess, and in every session. The cache is keyed by the program, the compile options
+    and the jax/jaxlib versions, so a hit is the same executable; results do not depend on it. Runs before
+    collection, so before any test module imports JAX; subprocesses inherit it through the environment.
+    Set ``JAX_COMPILATION_CACHE_DIR`` yourself to put it elsewhere.
+    """
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = getattr(config, "cache", None)  # None under -p no:cacheprovider: no disk cache then
+        if cache is not None:
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = str(cache.mkdir("jax-compilation-cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # default 1 s: would skip them all
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under plain ``-n N`` send each module's tests to one worker, so a module's fixtures are built once.

@@ -12,7 +12,8 @@ OUTCOME = "outcome"
 QUANTILE = "quantile"
 Y_GRID = "y_grid"
 FEATURE = "feature"
-COMPLETION = "completion"
+COMPLETION = "completion"  # index of a sampled completion of a prompt
+COMPLETION_STEP = "completion_step"  # 1-based index of a generated token within a completion
 LATENT = "latent"  # joint index over a prior's enumerated latent values
 
 # Site names of the prior convention.
@@ -33,6 +34,7 @@ __all__ = [
     "Y_GRID",
     "FEATURE",
     "COMPLETION",
+    "COMPLETION_STEP",
     "LATENT",
     "Y_SITE",
     "X_SITE",

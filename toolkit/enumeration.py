@@ -461,6 +461,8 @@ def _prefix_regression(prior: Prior, episodes: Episodes, grid: LatentGrid, y_gri
     points = jnp.zeros((0,)) if y_grid is None else jnp.asarray(y_grid, dtype=jnp.float64)
     y = jnp.asarray(episodes.y, dtype=jnp.float64)
     x = jnp.asarray(episodes.x, dtype=jnp.float64)
+    if len(prior.sites(3)[X_SITE].shape) == 1:
+        x = x[..., 0]  # the model's x site is (position,): one feature, no feature dim
     data = jnp.ones(y.shape, bool) if episodes.mask is None else jnp.asarray(episodes.mask)
     per_episode_size = length * length * (points.shape[0] + 2)
     latents_per_chunk, episodes_per_batch = _chunk_sizes(grid, per_episode_size, num_episodes, chunk_elements)

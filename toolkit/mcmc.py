@@ -43,7 +43,7 @@ from .dims import EPISODE, OUTCOME, POSITION, X_SITE, Y_SITE
 from .enumeration import LatentGrid, ObservationMask, log_joint_fn
 from .episodes import Episodes
 from .errors import ModelError
-from .predictive import position_coord, regression_predictions, token_predictions
+from .predictive import regression_predictions, token_predictions
 from .prior import Prior
 from .regression import quantiles_from_cdf
 from .validation import model_trace
@@ -235,6 +235,8 @@ class _Run:
         kind_y = np.int64 if self.prior.kind == "tokens" else np.float64
         self.lane_y = jnp.asarray(episodes.y[e].astype(kind_y))
         x = episodes.x if episodes.x is not None else np.zeros(episodes.y.shape + (1,))
+        if self.prior.kind == "regression" and len(self.prior.sites(3)[X_SITE].shape) == 1:
+            x = x[..., 0]  # the model's x site is (position,): one feature, no feature dim
         self.lane_x = jnp.asarray(np.asarray(x, np.float64)[e])
         self.lane_observed = jnp.asarray(observed)
         self.lane_tj = jnp.asarray(t)

@@ -103,9 +103,9 @@ def test_set_below_a_value_is_refused():
 
 
 def test_unknown_profile_and_missing_file(tmp_path):
-    with pytest.raises(ConfigError, match="profile 'huge' is not in coin_mixture.toml; profiles there: tiny"):
+    with pytest.raises(ConfigError, match="profile .huge. is not in coin_mixture.toml; profiles there: .*tiny"):
         load_config(profile="huge")
-    with pytest.raises(ConfigError, match="does not exist; built-in configs: coin_mixture"):
+    with pytest.raises(ConfigError, match="does not exist; built-in configs: .*coin_mixture"):
         load_config(tmp_path / "nope.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[prior\nname = 1")

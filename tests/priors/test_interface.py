@@ -149,11 +149,14 @@ def test_bayes_predictive_normalises(bayes_case):
 def test_bayes_defines_every_position_of_in_distribution_data(bayes_case):
     """Data the prior produced has positive probability under it, so Bayes is defined and finite there."""
     _, prior, episodes, _, pred = bayes_case
+    # padding after an EOS has no realised outcome, so its log_score is NaN
+    data = np.ones(episodes.y.shape, bool) if episodes.mask is None else episodes.mask
     assert pred["bayes_defined"].values.all()
-    assert np.all(np.isfinite(pred["log_score"].values))
+    assert np.all(np.isfinite(pred["log_score"].values[data]))
+    assert np.all(np.isnan(pred["log_score"].values[~data]))
     assert np.all(np.isfinite(pred["prior_log_prob"].values))
     if prior.kind == "tokens":
         realised = np.take_along_axis(pred["log_prob"].values, episodes.y[..., None], axis=-1)[..., 0]
-        np.testing.assert_allclose(pred["log_score"].values, realised, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(pred["log_score"].values[data], realised[data], rtol=0, atol=1e-12)
         # log p(y_<=t) is a running sum of log-probabilities: never increases
         assert np.all(np.diff(pred["prior_log_prob"].values, axis=1) <= 1e-12)
