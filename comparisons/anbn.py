@@ -251,29 +251,30 @@ def analyse(ds: xr.Dataset, *, groups: Mapping[str, str] | None = None, referenc
         out["kl_prefixes"].attrs = {"long_name": "mean KL(bayes || learner) at the next token of each in-distribution prefix",
                                     "units": "nats"}
 
-    # disagreement between learners
+    # disagreement between learners: the sampled scenarios' every cell, the prompts' next token
     parts = []
     for s in sampled:
         js = pairwise_js(lp.sel({SCENARIO: s}, drop=True).sel({PREDICTOR: learners}), groups).where(valid.sel({SCENARIO: s}, drop=True))
         parts.append(xr.Dataset({"js_mean": _pooled_mean(js, [EPISODE, POSITION]), "js_max": js.max([EPISODE, POSITION])}))
-    if cells is not None:
-        js = pairwise_js(cells["next_log_prob"].sel({PREDICTOR: learners}), groups)
-        for s in prompt_sets:
-            one = js.sel({SCENARIO: s}, drop=True)
-            parts.append(xr.Dataset({"js_mean": _pooled_mean(one, [EPISODE]), "js_max": one.max(EPISODE)}))
-        same = js["same_architecture"]
-        out["prompt_disagreement"] = js.mean(PAIR)
-        out["prompt_disagreement_same"] = js.where(same).mean(PAIR) if bool(same.any()) else js.mean(PAIR) * np.nan
-        out["prompt_disagreement_cross"] = js.where(~same).mean(PAIR) if bool((~same).any()) else js.mean(PAIR) * np.nan
-        out["prompt_log_prob"] = cells["prompt_log_prob"]
-        out["prompt_length"] = cells["prompt_length"].where(cells["exists"], -1)
-        for name in ("prompt_disagreement", "prompt_disagreement_same", "prompt_disagreement_cross"):
-            out[name].attrs = {"long_name": "mean Jensen-Shannon divergence between learners at the prompt's next token",
-                               "units": "nats"}
+    prompt_js = pairwise_js(cells["next_log_prob"].sel({PREDICTOR: learners}), groups) if cells is not None else None
+    for s in prompt_sets:
+        one = prompt_js.sel({SCENARIO: s}, drop=True)
+        parts.append(xr.Dataset({"js_mean": _pooled_mean(one, [EPISODE]), "js_max": one.max(EPISODE)}))
     stacked = xr.concat(parts, dim=SCENARIO).assign_coords({SCENARIO: sampled + prompt_sets})
     out["js_mean"], out["js_max"] = stacked["js_mean"], stacked["js_max"]
     out["js_mean"].attrs = {"long_name": "mean Jensen-Shannon divergence of two learners' next-token distributions",
                             "units": "nats", "exact": "over the outcomes, natural log, at most log 2"}
+    if prompt_js is not None:
+        same = prompt_js["same_architecture"]
+        nan = prompt_js.isel({PAIR: 0}, drop=True) * np.nan
+        out["prompt_disagreement"] = prompt_js.mean(PAIR)
+        out["prompt_disagreement_same"] = prompt_js.where(same).mean(PAIR) if bool(same.any()) else nan
+        out["prompt_disagreement_cross"] = prompt_js.where(~same).mean(PAIR) if bool((~same).any()) else nan
+        for name in ("prompt_disagreement", "prompt_disagreement_same", "prompt_disagreement_cross"):
+            out[name].attrs = {"long_name": "mean Jensen-Shannon divergence between learners at the prompt's next token",
+                               "units": "nats"}
+        out["prompt_log_prob"] = cells["prompt_log_prob"]
+        out["prompt_length"] = cells["prompt_length"].where(cells["exists"], -1)
 
     # rule adherence of the sampled completions
     if "completion_rule" in ds and cells is not None:

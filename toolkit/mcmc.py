@@ -60,7 +60,7 @@ class MCMCConfig:
 
     num_warmup: int = 500  # adaptation steps per chain (step size, diagonal mass matrix)
     num_samples: int = 500  # kept draws per chain
-    num_chains: int = 4  # independent chains per cell; r_hat needs several
+    num_chains: int = 4  # independent chains per cell, at least 4: r_hat needs several
     positions: tuple[int, ...] | None = None  # 1-based positions to run; None: context lengths 0, 1, 2, 4, ..., T-1
     max_episodes: int | None = None  # run the first max_episodes episodes only (the rest stay NaN); None: all
     target_accept_prob: float = 0.8  # NUTS step-size adaptation target
@@ -75,8 +75,10 @@ class MCMCConfig:
         for name in ("num_warmup", "num_samples", "lanes_per_batch", "steps_per_call", "draws_per_batch"):
             if getattr(self, name) < 1:
                 raise ModelError(f"MCMC setting {name} must be positive, got {getattr(self, name)}")
-        if self.num_chains < 2:
-            raise ModelError(f"MCMC needs at least 2 chains per cell for r_hat, got num_chains={self.num_chains}")
+        if self.num_chains < 4:
+            raise ModelError(
+                f"MCMC runs at least 4 chains per cell (r_hat needs several; Vehtari et al. 2021), got num_chains={self.num_chains}"
+            )
 
 
 def default_positions(length: int) -> tuple[int, ...]:

@@ -22,8 +22,12 @@ from toolkit import Episodes
 from toolkit.dims import OUTCOME, POSITION, PREDICTOR, SCENARIO
 from toolkit.io import open_results, read_netcdf
 
-SCENARIOS = ["in_distribution", "q=0.5", "q=0.4", "q=0.25", "q=0.1", "q=0.9"]
-PREDICTORS = ["bayes", "oracle", "best_mixture", "frequency", "learner"]
+TINY = load_config(None, list(TINY_OVERRIDES), "tiny")
+# scenario names as the grid spells them: one grid key with one-element values prints bare, "q=0.5"
+SCENARIOS = ["in_distribution", *(f"q={thetas[0]:g}" for thetas in TINY.scenarios["q"].grid["thetas"])]
+PREDICTORS = TINY.evaluation.predictors
+LENGTH, NUM_EPISODES = TINY.evaluation.length, TINY.evaluation.num_episodes
+STEPS = TINY.learner.training["steps"]
 # Same learner, a fraction of the evaluation: for runs that test the learner's folder, not the numbers.
 SMALL_EVALUATION = (
     "--set", "evaluation.num_episodes=4",
@@ -67,7 +71,7 @@ def test_tiny_run_writes_every_output(tiny_run):
     for png in (out / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = read_meta(out / "learner")
-    assert meta["step"] == 30 and meta["finished"]
+    assert meta["step"] == STEPS and meta["finished"]
     assert not list(out.rglob(".*.tmp*")), "temporary files left behind"
     assert "Traceback" not in tiny_run.stderr
     assert f"wrote {out}/" in tiny_run.stdout
@@ -80,7 +84,7 @@ def test_open_results_reads_the_run(tiny_run):
     assert list(ds[PREDICTOR].values) == PREDICTORS
     assert list(ds[SCENARIO].values) == SCENARIOS
     assert ds["log_prob"].dims == (PREDICTOR, SCENARIO, "episode", POSITION, OUTCOME)
-    assert ds.sizes["episode"] == 64 and ds.sizes[POSITION] == 16
+    assert ds.sizes["episode"] == NUM_EPISODES and ds.sizes[POSITION] == LENGTH
     assert ds["bayes_defined"].dtype == bool
     metrics = tree["metrics"].to_dataset()
     assert metrics["cross_entropy"].dims == (PREDICTOR, SCENARIO, POSITION)
@@ -90,13 +94,13 @@ def test_open_results_reads_the_run(tiny_run):
 def test_provenance_of_the_run(comparison, tiny_run):
     attrs = comparison.attrs
     assert attrs["inference_method"] == "enumeration"
-    assert attrs["training_steps"] == 30
+    assert attrs["training_steps"] == STEPS
     assert attrs["checkpoint_sha256"] == read_meta(tiny_run.out / "learner")["weights_sha256"]
     config = json.loads(attrs["config"])
     assert config["evaluation"]["seed"] == EVAL_SEED
     assert config["learner"]["training"]["seed"] == TRAIN_SEED
     assert json.loads(attrs["prior"])["name"] == "coin_mixture"
-    assert json.loads(attrs["learner"])["steps"] == 30
+    assert json.loads(attrs["learner"])["steps"] == STEPS
 
 
 def test_stored_learner_predictions_are_the_saved_learners(comparison, tiny_run):
@@ -117,13 +121,16 @@ def test_report_holds_the_answer_and_cross_entropy_tables(tiny_run):
     for scenario in SCENARIOS:
         assert f"**{scenario}**" in answer
         assert f"### {scenario}" in report
-    # configured report positions [1, 8, 32, 64]; the tiny run has 16 positions, so t=1 and t=8
-    header = "| predictor | CE t=1 | CE t=8 | CE mean | KL(bayes‖·) mean |"
+    # the configured report positions that the run's length reaches, each a column
+    positions = [t for t in TINY.evaluation.report_positions if t <= LENGTH]
+    assert positions, "the tiny profile should tabulate at least one position"
+    header = "| predictor | " + " | ".join(f"CE t={t}" for t in positions) + " | CE mean | KL(bayes‖·) mean |"
     assert report.count(header) == len(SCENARIOS)
-    section = report.split("### q=0.25", 1)[1].split("###", 1)[0]
+    scenario = SCENARIOS[-1]
+    section = report.split(f"### {scenario}\n", 1)[1].split("###", 1)[0]
     for name in PREDICTORS:
-        ce = metrics["cross_entropy"].sel({PREDICTOR: name, SCENARIO: "q=0.25"})
-        row = f"| {name} | {float(ce.sel({POSITION: 1})):.4f} | {float(ce.sel({POSITION: 8})):.4f} |"
+        ce = metrics["cross_entropy"].sel({PREDICTOR: name, SCENARIO: scenario})
+        row = f"| {name} | " + " | ".join(f"{float(ce.sel({POSITION: t})):.4f}" for t in positions) + " |"
         assert row in section, row
     assert "![cross-entropy](figures/cross_entropy.png)" in report
 
@@ -163,31 +170,31 @@ def test_rerun_into_the_same_folder_reuses_the_learner(tiny_run, tmp_path, capsy
 def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, capsys):
     """A learner folder whose newest checkpoint is mid-training: the run continues from it.
 
-    Simulated cheaply: train with a checkpoint every 10 of the 30 steps, then delete the last one, as if
-    the run had been killed after step 20. Training is deterministic on the CPU, so the resumed learner
-    must end with the uninterrupted run's weights; the wall time carried over from the step-20
-    checkpoint shows it resumed rather than started again.
+    Simulated cheaply: train with checkpoints every third of the steps, then delete the last one, as if
+    the run had been killed before finishing. Training is deterministic on the CPU (batches are keyed by
+    step), so the resumed learner must end with the uninterrupted run's weights; the wall time carried
+    over from the mid-training checkpoint shows it resumed rather than started again.
     """
-    cfg = load_config(None, list(TINY_OVERRIDES), "tiny")
-    prior = build_prior(cfg)
-    model_config = learners.TransformerConfig.from_dict(cfg.learner.model)
-    train_config = dataclasses.replace(learners.TrainConfig.from_dict(cfg.learner.training), checkpoint_every=10)
+    prior = build_prior(TINY)
+    model_config = learners.TransformerConfig.from_dict(TINY.learner.model)
+    every = max(1, STEPS // 3)  # checkpoint_every is a runtime setting: the CLI's run still matches
+    train_config = dataclasses.replace(learners.TrainConfig.from_dict(TINY.learner.training), checkpoint_every=every)
     directory = tmp_path / "learner"
     full = learners.train(prior, model_config, train_config, directory, progress=False)
-    assert full.steps == 30
-    for path in checkpoint_paths(directory, 30).values():
+    assert full.steps == STEPS
+    for path in checkpoint_paths(directory, STEPS).values():
         path.unlink()
-    at_20 = read_meta(directory)
-    assert at_20["step"] == 20 and not at_20["finished"]
+    mid = read_meta(directory)
+    assert 0 < mid["step"] < STEPS and not mid["finished"]
     marker = 1000.0
-    at_20["wall_time_s"] = marker
-    checkpoint_paths(directory, 20)["json"].write_text(json.dumps(at_20))
+    mid["wall_time_s"] = marker
+    checkpoint_paths(directory, mid["step"])["json"].write_text(json.dumps(mid))
 
     assert main([*TINY_ARGS, *SMALL_EVALUATION, "--out", str(tmp_path)]) == 0
     assert "reusing" not in capsys.readouterr().out
     final = read_meta(directory)
-    assert final["step"] == 30 and final["finished"]
+    assert final["step"] == STEPS and final["finished"]
     assert final["weights_sha256"] == full.weights_sha256
     assert final["wall_time_s"] >= marker
-    assert final["loss_log"][: len(at_20["loss_log"])] == at_20["loss_log"]
+    assert final["loss_log"][: len(mid["loss_log"])] == mid["loss_log"]
     assert read_netcdf(tmp_path / "comparison.nc").attrs["checkpoint_sha256"] == full.weights_sha256

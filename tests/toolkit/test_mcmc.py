@@ -88,8 +88,8 @@ def test_mcmc_settings_are_checked():
     prior = Prior(beta_coin, kind="tokens", outcomes=("T", "H"))
     with pytest.raises(ModelError, match="unknown MCMC setting.*num_warmup"):
         bayes_predictor(prior, engine="mcmc", num_warmups=10)
-    with pytest.raises(ModelError, match="at least 2 chains"):
-        bayes_predictor(prior, engine="mcmc", num_chains=1)
+    with pytest.raises(ModelError, match="at least 4 chains"):
+        bayes_predictor(prior, engine="mcmc", num_chains=2)
 
 
 def test_beta_bernoulli_mcmc_matches_the_closed_form_within_4_mcse(beta_run):
