@@ -16,6 +16,10 @@ from . import metrics
 from .dims import EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO, Y_GRID
 
 
+# Below this Jensen-Shannon distance the two references count as equal (relative distance NaN).
+RELATIVE_DISTANCE_MIN_SEPARATION = 1e-6
+
+
 def evaluation_mask(ds: xr.Dataset) -> xr.DataArray:
     """Cells whose prediction is evaluated: real outcomes, plus each prompt's next-token position.
 
@@ -111,7 +115,10 @@ def metrics_dataset(
                 js_ab = np.sqrt(metrics.xr_js_divergence(ref, mix)).where(valid)
                 mean = lambda v: metrics.xr_cross_entropy(-v, EPISODE)  # noqa: E731 - nan-aware episode mean
                 out["js_distance_to_reference"], out["js_distance_to_mixture"] = mean(js_a), mean(js_b)
-                out["relative_distance"] = metrics.xr_relative_distance(mean(js_a), mean(js_b), mean(js_ab))
+                # where the references agree to rounding, there is nothing to place the predictor between
+                d_ab = mean(js_ab)
+                d_ab = d_ab.where(d_ab > RELATIVE_DISTANCE_MIN_SEPARATION, 0.0)
+                out["relative_distance"] = metrics.xr_relative_distance(mean(js_a), mean(js_b), d_ab)
                 out["relative_distance"].attrs = {
                     "long_name": f"(d(h,{reference}) - d(h,{mixture})) / d({reference},{mixture}), "
                     "d = mean over episodes of the Jensen-Shannon distance sqrt(JS)",
