@@ -6,15 +6,15 @@ tested ones.
 """
 
 import re
-import subprocess
 import sys
 import textwrap
 
 import arviz as az
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, subprocess_env
+from conftest import REPO, run_cli
 
+from comparisons.run import main
 from toolkit.dims import POSITION, SCENARIO
 from toolkit.io import read_netcdf
 
@@ -68,11 +68,10 @@ def _write(folder, config=CONFIG_FILE, model=MODEL_FILE):
     (folder / "my_prior.toml").write_text(config)
 
 
-def test_a_bare_model_in_a_users_file_runs_end_to_end(tmp_path):
+def test_a_bare_model_in_a_users_file_runs_end_to_end(tmp_path, monkeypatch):
     _write(tmp_path)
-    args = COMMAND.split()[2:]  # after "python comparisons/run.py": run from the user's folder
-    proc = run_cli(*args, *SMALL, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)  # the user's folder: the config names the model file relative to it
+    assert main([*COMMAND.split()[2:], *SMALL]) == 0  # the arguments after "python comparisons/run.py"
     out = tmp_path / "results" / "my_prior"
     ds = read_netcdf(out / "comparison.nc")
     assert list(ds["outcome"].values) == ["T", "H"]
@@ -82,20 +81,22 @@ def test_a_bare_model_in_a_users_file_runs_end_to_end(tmp_path):
     assert "my_prior.py:model" in report and "**bayes**: enumeration" in report
 
 
-def test_the_same_prior_in_a_few_lines_of_python(tmp_path):
+def test_the_same_prior_in_a_few_lines_of_python(tmp_path, monkeypatch, capsys):
     _write(tmp_path)
-    proc = subprocess.run([sys.executable, "-c", PYTHON_SNIPPET], cwd=tmp_path, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().endswith("enumeration (4, 16, 2)")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_prior", raising=False)
+    exec(compile(PYTHON_SNIPPET, "readme_snippet", "exec"), {})
+    assert capsys.readouterr().out.strip().endswith("enumeration (4, 16, 2)")
 
 
-def test_a_wrong_user_model_fails_with_the_convention(tmp_path):
+def test_a_wrong_user_model_fails_with_the_convention(tmp_path, monkeypatch, capsys):
     _write(tmp_path, model=MODEL_FILE.replace('"position"', '"time"'))
-    proc = run_cli(*COMMAND.split()[2:], *SMALL, cwd=tmp_path)
-    assert proc.returncode == 2
-    assert "site 'y' is not inside numpyro.plate('position', length)" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    monkeypatch.chdir(tmp_path)
+    assert main([*COMMAND.split()[2:], *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "site 'y' is not inside numpyro.plate('position', length)" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -84,6 +84,17 @@ def test_engine_is_chosen_from_the_model_alone():
     assert engine == "mcmc" and "max_support=1" in reason
 
 
+def test_a_declared_grid_makes_a_continuous_latent_enumerable():
+    """metadata={"grid": {site: values}}: the prior's density on the grid, normalised, stands for the latent."""
+    grid = np.linspace(0.0005, 0.9995, 1000)
+    prior = Prior(beta_coin, kind="tokens", outcomes=("0", "1"), metadata={"grid": {"p": grid}})
+    bayes = bayes_predictor(prior)
+    assert bayes.engine == "enumeration"
+    episodes = priors.get("beta_bernoulli", a=2.0, b=3.0).sample(jax.random.key(8), 4, 8)
+    exact = bayes_predictor(priors.get("beta_bernoulli", a=2.0, b=3.0)).predict(episodes)
+    np.testing.assert_allclose(np.exp(bayes.predict(episodes)["log_prob"]), np.exp(exact["log_prob"]), atol=1e-5)
+
+
 def test_mcmc_settings_are_checked():
     prior = Prior(beta_coin, kind="tokens", outcomes=("T", "H"))
     with pytest.raises(ModelError, match="unknown MCMC setting.*num_warmup"):
@@ -166,11 +177,14 @@ def test_hmm_mixture_mcmc_sums_the_hidden_states_out_exactly():
 def test_zero_probability_context_leaves_nan():
     """Coins that always (θ = 1) or never (θ = 0) show 🌈: after seeing both, Bayes is undefined."""
     prior = priors.get("coin_mixture", thetas=(0.0, 1.0))
-    mcmc = bayes_predictor(prior, engine="mcmc", num_warmup=10, num_samples=10, progress=False, positions=(2, 3))
-    pred = mcmc.predict(Episodes(y=np.array([[0, 1, 0], [0, 0, 0]])))
+    mcmc = bayes_predictor(prior, engine="mcmc", num_warmup=10, num_samples=10, progress=False, positions=(2, 3),
+                           max_episodes=2)
+    pred = mcmc.predict(Episodes(y=np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]])))
     np.testing.assert_allclose(np.exp(pred["log_prob"].values[0, 1]), [1.0, 0.0], atol=1e-12)
     assert np.all(np.isnan(pred["log_prob"].values[0, 2]))
     np.testing.assert_allclose(np.exp(pred["log_prob"].values[1, 1:]), [[1.0, 0.0], [1.0, 0.0]], atol=1e-12)
+    assert np.all(np.isnan(pred["log_prob"].values[2]))  # beyond max_episodes: not run
+    assert mcmc.inference_data.posterior.sizes[EPISODE] == 2
 
 
 def test_compare_keeps_diagnostics_per_cell_and_metrics_carry_the_flag(beta_run):
