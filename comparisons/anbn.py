@@ -601,20 +601,21 @@ def disagreement_figure(analysis: xr.Dataset, path: Path) -> Path:
     finite_min = float(lp.where(np.isfinite(lp)).min()) if bool(np.isfinite(lp).any()) else 0.0
     zero_x = np.floor(finite_min) - 1.5
     rng = np.random.default_rng(0)  # jitter only
-    markers = {ZERO: "x", PREFIXES: "o", LOW: "s"}
+    colors = {ZERO: "tab:red", PREFIXES: "tab:blue", LOW: "tab:purple"}
     for s in analysis[SCENARIO].values:
         if s not in lp[SCENARIO].values:
             continue
-        for which, style in (("prompt_disagreement_cross", dict(alpha=0.5)), ("prompt_disagreement_same", dict(alpha=0.5, mfc="none"))):
+        x_all = lp.sel({SCENARIO: s}).values
+        jitter = rng.uniform(-0.4, 0.4, x_all.shape)
+        for which, filled in (("prompt_disagreement_cross", True), ("prompt_disagreement_same", False)):
             if which not in analysis:
                 continue
             d = analysis[which].sel({SCENARIO: s}).values
-            x = lp.sel({SCENARIO: s}).values.copy()
-            keep = ~np.isnan(d) & ~np.isnan(x)
-            x, d = x[keep], d[keep]
-            x = np.where(np.isneginf(x), zero_x + rng.uniform(-0.4, 0.4, x.shape), x)
-            label = f"{s}, {'different' if which.endswith('cross') else 'same'} architecture"
-            ax.plot(x, d, markers.get(str(s), "."), ms=3.5, label=label, **style)
+            keep = ~np.isnan(d) & ~np.isnan(x_all)
+            x = np.where(np.isneginf(x_all), zero_x + jitter, x_all)[keep]
+            color = colors.get(str(s), "tab:gray")
+            ax.plot(x, d[keep], "o", ms=3.5, alpha=0.6, color=color, mfc=color if filled else "none",
+                    label=f"{s}: {'different' if filled else 'same'} architecture")
     ax.axvline(zero_x + 0.75, color="gray", lw=0.8, ls=":")
     ticks = list(range(int(np.floor(finite_min)), 1))
     ax.set_xticks([zero_x] + ticks, ["p = 0"] + [f"1e{t}" for t in ticks], fontsize=8)

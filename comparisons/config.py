@@ -103,6 +103,7 @@ class RunConfig(Strict):
     learners: dict[str, LearnerSpec] = {}  # further learners, evaluated beside the predictors listed
     completions: CompletionsConfig | None = None  # sample completions of the prompt scenarios
     anbn: AnbnConfig | None = None  # add the aⁿbⁿ prompt sets and analysis
+    torch_threads: int | None = Field(None, gt=0)  # torch's intra-op threads for this run; None = torch's default
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

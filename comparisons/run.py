@@ -219,6 +219,11 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.torch_threads is not None:
+        import torch
+
+        # small models on a few shared cores: extra threads mostly spin-wait
+        torch.set_num_threads(cfg.torch_threads)
     prior = build_prior(cfg)
     scenarios = build_scenarios(cfg, prior)
     if cfg.anbn is not None:

@@ -38,8 +38,9 @@ from .errors import ModelError
 from .prior import Prior
 from .validation import SCAN_TAG, model_trace
 
-# Elements of one chunk's largest intermediate (latent x episode x position x values).
-DEFAULT_CHUNK_ELEMENTS = 2**24
+# Elements of one chunk's largest intermediate (latent x episode x position [x values]); small
+# chunks keep the cumulative path in cache (2**20 ran 1.6x faster than 2**24 at T = 256).
+DEFAULT_CHUNK_ELEMENTS = 2**20
 
 EnumerationMethod = Literal["auto", "cumulative", "prefix"]
 
@@ -203,11 +204,11 @@ def _chunks(total: int, per_item: int, chunk_elements: int):
         yield np.arange(start, min(total, start + step))
 
 
-def _enumerate_tokens(prior: Prior, episodes: Episodes, grid: LatentGrid, chunk_elements: int):
-    num_episodes, length = episodes.y.shape
-    num_outcomes = prior.num_outcomes
+@lru_cache(maxsize=32)
+def _component_table_fn(prior: Prior, length: int):
+    """``table(values) -> (log_prior (k,), log p(y_t = v | k) (k, position, outcome))``, compiled once per prior."""
     trace_at = _component_fn(prior, length)
-    outcomes = jnp.arange(num_outcomes)[:, None]
+    outcomes = jnp.arange(prior.num_outcomes)[:, None]
 
     @jax.jit
     def component_table(values):
@@ -215,34 +216,52 @@ def _enumerate_tokens(prior: Prior, episodes: Episodes, grid: LatentGrid, chunk_
             log_prior, fn = trace_at(v, None)
             return log_prior, fn.log_prob(outcomes).T  # (position, outcome)
 
-        return jax.vmap(one)(values)  # (k,), (k, position, outcome)
+        return jax.vmap(one)(values)
 
+    return component_table
+
+
+@jax.jit
+def _accumulate_tokens(carry, log_prior, table, y, observed):
+    """Fold one chunk of latents into running sums, rescaled to a running max of the log weights.
+
+    ``num[e, t, v] = Σ_k exp(log_w[k, e, t] − shift[e, t]) p_k(v)`` and ``den = Σ_k exp(log_w − shift)``:
+    one exp over (k, episode, position) and a contraction over k, rather than a log-sum-exp over
+    (k, episode, position, outcome).
+    """
+    shift, num, den = carry
+    lik = table[:, jnp.arange(y.shape[1])[None, :], y]  # log p(y_t | k): (k, episode, position)
+    lik = jnp.where(observed[None], lik, 0.0)  # padding contributes nothing
+    log_w = log_prior[:, None, None] + _exclusive_cumsum(lik)  # log p(k, y_<t)
+    new_shift = jnp.maximum(shift, jnp.max(log_w, axis=0))
+    safe = jnp.where(jnp.isfinite(new_shift), new_shift, 0.0)  # an impossible context keeps zero sums
+    rescale = jnp.exp(shift - safe)
+    w = jnp.exp(log_w - safe[None])
+    num = num * rescale[..., None] + jnp.einsum("ket,ktv->etv", w, jnp.exp(table))
+    den = den * rescale + jnp.sum(w, axis=0)
+    return new_shift, num, den
+
+
+def _enumerate_tokens(prior: Prior, episodes: Episodes, grid: LatentGrid, chunk_elements: int):
+    num_episodes, length = episodes.y.shape
+    component_table = _component_table_fn(prior, length)
     y = jnp.asarray(episodes.y)
     observed = jnp.ones(y.shape, bool) if episodes.mask is None else jnp.asarray(episodes.mask)
-
-    @jax.jit
-    def accumulate(carry, log_prior, table):
-        num, den = carry
-        # l[k, e, t] = log p(y_t | latent k); padding contributes nothing
-        lik = jnp.take_along_axis(table[:, None, :, :], y[None, :, :, None], axis=-1)[..., 0]
-        lik = jnp.where(observed[None], lik, 0.0)
-        before = _exclusive_cumsum(lik)  # log p(y_<t | k)
-        log_w = log_prior[:, None, None] + before  # (k, episode, position)
-        num = jnp.logaddexp(num, logsumexp(log_w[..., None] + table[:, None, :, :], axis=0))
-        den = jnp.logaddexp(den, logsumexp(log_w, axis=0))
-        return num, den
-
-    num = jnp.full((num_episodes, length, num_outcomes), -jnp.inf)
-    den = jnp.full((num_episodes, length), -jnp.inf)
-    for index in _chunks(grid.size, num_episodes * length * num_outcomes, chunk_elements):
+    carry = (
+        jnp.full((num_episodes, length), -jnp.inf),
+        jnp.zeros((num_episodes, length, prior.num_outcomes)),
+        jnp.zeros((num_episodes, length)),
+    )
+    for index in _chunks(grid.size, num_episodes * length, chunk_elements):
         values = {n: jnp.asarray(v) for n, v in grid.values(index).items()}
         log_prior, table = component_table(values)
-        num, den = accumulate((num, den), log_prior, table)
-    num, den = np.asarray(num), np.asarray(den)
-    defined = np.isfinite(den)
-    with np.errstate(invalid="ignore"):
-        log_prob = np.where(defined[..., None], num - den[..., None], np.nan)
-    return {"log_prob": log_prob, "log_evidence": den}
+        carry = _accumulate_tokens(carry, log_prior, table, y, observed)
+    shift, num, den = (np.asarray(a) for a in carry)
+    defined = den > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_prob = np.where(defined[..., None], np.log(num) - np.log(den)[..., None], np.nan)
+        log_evidence = np.where(defined, np.log(den) + shift, -np.inf)
+    return {"log_prob": log_prob, "log_evidence": log_evidence}
 
 
 def _enumerate_regression(prior, episodes, grid, y_grid, chunk_elements):
