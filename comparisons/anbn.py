@@ -446,7 +446,7 @@ def report_section(ds: xr.Dataset, analysis: xr.Dataset, *, figures: Mapping[str
     for s in analysis[SCENARIO].values:
         mean, same, cross, most = _js_summary(analysis, str(s))
         n = None
-        if "prompt_length" in analysis and s in analysis["prompt_length"][SCENARIO].values:
+        if "prompt_length" in analysis and bool(analysis["prompt_length"].sel({SCENARIO: s}).notnull().any()):
             n = int((analysis["prompt_length"].sel({SCENARIO: s}) >= 0).sum())
         rows.append([str(s), "–" if n is None else str(n), _f(mean, 5), _f(same, 5), _f(cross, 5), _f(most, 4)])
     out += _table(["scenario", "prompts", "all pairs", "same architecture", "different architectures", "largest"], rows)
@@ -568,7 +568,7 @@ def adherence_figure(analysis: xr.Dataset, path: Path) -> Path:
         bottom = np.zeros(len(learners))
         for rule in RULES:
             v = np.nan_to_num(analysis["rule_rate"].sel({PREDICTOR: learners, PROMPT_CLASS: c, "rule": rule}).values)
-            ax.bar(np.arange(len(learners)), v, bottom=bottom, color=colors[rule], label=rule if j == 0 else None)
+            ax.bar(np.arange(len(learners)), v, bottom=bottom, color=colors[rule], label=rule)
             bottom += v
         ax.set_xticks(np.arange(len(learners)), learners, rotation=70, fontsize=7)
         ax.set_ylim(0, 1)
@@ -580,13 +580,13 @@ def adherence_figure(analysis: xr.Dataset, path: Path) -> Path:
             est, low, high = (r[f"{name}_rate{s}"].values for s in ("", "_low", "_high"))
             x = np.arange(len(archs)) + (k - 0.5) * 0.25
             ax.errorbar(x, est, yerr=[est - low, high - est], fmt="o", color=color, capsize=3,
-                        label=f"obeys {name}" if j == 0 else None)
+                        label=f"obeys {name}")
         ax.set_xticks(np.arange(len(archs)), archs, rotation=30, fontsize=8)
         ax.set_ylim(-0.03, 1.03)
     axes[0, 0].set_ylabel("share of completions")
     axes[1, 0].set_ylabel("rule adherence (Wilson 95 %)")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    axes[1, 0].legend(fontsize=7)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    axes[1, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Which rule do the completions follow? (top: per learner; bottom: per architecture, seeds pooled)")
     fig.tight_layout()
     return _save(fig, path)
@@ -612,6 +612,8 @@ def disagreement_figure(analysis: xr.Dataset, path: Path) -> Path:
                 continue
             d = analysis[which].sel({SCENARIO: s}).values
             keep = ~np.isnan(d) & ~np.isnan(x_all)
+            if not keep.any():
+                continue
             x = np.where(np.isneginf(x_all), zero_x + jitter, x_all)[keep]
             color = colors.get(str(s), "tab:gray")
             ax.plot(x, d[keep], "o", ms=3.5, alpha=0.6, color=color, mfc=color if filled else "none",

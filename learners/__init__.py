@@ -3,13 +3,18 @@
 >>> import jax, learners, priors                                            # doctest: +SKIP
 >>> result = learners.train(priors.get("coin_mixture"), out_dir="runs/coin")  # doctest: +SKIP
 >>> learner = learners.load("runs/coin")                                    # doctest: +SKIP
->>> learner.predict(episodes)          # xr.Dataset: log_prob (episode, position, outcome), log_score
+>>> learner.predict(episodes)  # doctest: +SKIP
+(xr.Dataset: log_prob (episode, position, outcome), log_score)
 """
 
 import os
 
 # JAX samples the prior beside torch: never let it grab the accelerator's memory (toolkit sets this too).
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# torch's OpenMP threads spin at every barrier by default; when anything else wants the same cores (another
+# process, JAX) a small model's step became 6x slower on 2 cores, while sleeping instead costs nothing measurable
+# on an idle machine. Read once when torch loads, so it only applies if learners is imported before torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import weights_sha256
 from .model import CausalTransformer, ModelConfig, TransformerConfig

@@ -4,9 +4,9 @@ The batch for step s is ``prior.sample(jax.random.fold_in(key, s), ...)`` with
 ``key = jax.random.key(seed)``, so a run resumed from a checkpoint sees exactly
 the batches an uninterrupted run would have seen, and on the CPU ends with the
 same weights, bit for bit. AdamW with linear warmup and cosine decay
-(nanoGPT's ``train.py`` schedule), gradient clipping, bf16 autocast, TF32 and
-fused AdamW on CUDA; a background thread samples the prior ahead of the
-optimiser.
+(nanoGPT's ``train.py`` schedule), gradient clipping; on CUDA also bf16
+autocast, TF32, fused AdamW, and a background thread that samples the prior
+ahead of the optimiser and hands batches over by DLPack.
 """
 
 from __future__ import annotations
@@ -62,16 +62,17 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # checkpoints kept on disk, newest first
     log_every: int = 25  # steps per loss-log entry (entries also close at checkpoints)
-    prefetch: int = 4  # batches the sampler thread may run ahead; 0 samples in the main thread
+    prefetch: int | None = None  # batches a sampler thread runs ahead; 0 = sample inline; None = 4 on CUDA, 0 on CPU
     device: Device = "auto"  # "auto" = CUDA when available, else CPU
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ("warmup_steps", "prefetch"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps!r}")
+        if self.prefetch is not None and self.prefetch < 0:
+            raise ConfigError(f"train.prefetch must be >= 0 (or None for automatic), got {self.prefetch!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -347,18 +348,20 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
 class _Prefetcher:
     """Samples the batches of steps ``start, start + 1, ...`` in a background thread, ``cfg.prefetch`` ahead.
 
-    With ``cfg.prefetch == 0`` it samples in the caller's thread. Errors in the
-    sampler are re-raised by `get`.
+    With a depth of 0 it samples in the caller's thread. Errors in the sampler
+    are re-raised by `get`, at the step whose batch failed.
     """
 
     def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device):
         self.prior, self.cfg, self.device = prior, cfg, device
         self.key = jax.random.key(cfg.seed)
-        self.next_step = start
-        self.queue: queue.Queue = queue.Queue(maxsize=max(cfg.prefetch, 1))
+        # On the CPU a sampler thread only competes with torch's threads for the same cores (measured: 40%
+        # slower per step on 2 cores); on CUDA it keeps the accelerator fed.
+        depth = cfg.prefetch if cfg.prefetch is not None else (4 if device.type == "cuda" else 0)
+        self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self.stop = threading.Event()
         self.thread = None
-        if cfg.prefetch > 0:
+        if depth > 0:
             self.thread = threading.Thread(target=self._run, args=(start,), name="prior-sampler", daemon=True)
             self.thread.start()
 

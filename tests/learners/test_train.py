@@ -70,9 +70,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
         torch.testing.assert_close(p, full.predictor.model.state_dict()[name], rtol=0, atol=0)
 
 
-def test_sampler_errors_reach_the_training_loop(coin_prior, tiny_model, tiny_train):
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_sampler_errors_reach_the_training_loop(coin_prior, tiny_model, tiny_train, prefetch):
+    cfg = dataclasses.replace(tiny_train, prefetch=prefetch)
     with pytest.raises(RuntimeError, match="simulated interruption"):
-        train(Interrupting(coin_prior, 3, RuntimeError), tiny_model, tiny_train, None, progress=False)
+        train(Interrupting(coin_prior, 3, RuntimeError), tiny_model, cfg, None, progress=False)
 
 
 def test_finished_run_is_reused_not_retrained(coin_prior, tiny_model, tiny_train, tmp_path):
