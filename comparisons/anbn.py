@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from priors.anbn import A, B
 from toolkit import metrics as tm
 from toolkit.completions import RULES, completion_strings
-from toolkit.dims import COMPLETION, EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO
+from toolkit.dims import COMPLETION, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from toolkit.errors import ConfigError
 from toolkit.scenario import Scenario
 from toolkit.summaries import evaluation_mask
@@ -144,7 +145,8 @@ def prompt_cells(ds: xr.Dataset, scenarios: Sequence[str]) -> xr.Dataset:
 
 
 def learner_pairs(groups: Mapping[str, str]) -> list[tuple[str, str]]:
-    return list(itertools.combinations(sorted(groups, key=list(groups).index), 2))
+    """Every unordered pair of learners, in the order the learners are listed."""
+    return list(itertools.combinations(list(groups), 2))
 
 
 def pairwise_js(log_prob: xr.DataArray, groups: Mapping[str, str]) -> xr.DataArray:
@@ -186,7 +188,7 @@ def class_membership(cells: xr.Dataset, ds: xr.Dataset) -> xr.DataArray:
     members = [(cells[SCENARIO] == s) & cells["exists"] for s in scenarios]
     if ZERO in scenarios:
         y = ds["y"].sel({SCENARIO: scenarios}).where(ds["mask"].sel({SCENARIO: scenarios}))
-        more_b = (y == 1).sum(POSITION) > (y == 0).sum(POSITION)
+        more_b = (y == B).sum(POSITION) > (y == A).sum(POSITION)
         classes.append(CONFLICT)
         members.append((cells[SCENARIO] == ZERO) & cells["exists"] & more_b)
     return xr.concat(members, dim=PROMPT_CLASS).assign_coords({PROMPT_CLASS: classes}).transpose(PROMPT_CLASS, SCENARIO, EPISODE)
@@ -260,10 +262,11 @@ def analyse(ds: xr.Dataset, *, groups: Mapping[str, str] | None = None, referenc
     for s in prompt_sets:
         one = prompt_js.sel({SCENARIO: s}, drop=True)
         parts.append(xr.Dataset({"js_mean": _pooled_mean(one, [EPISODE]), "js_max": one.max(EPISODE)}))
-    stacked = xr.concat(parts, dim=SCENARIO).assign_coords({SCENARIO: sampled + prompt_sets})
-    out["js_mean"], out["js_max"] = stacked["js_mean"], stacked["js_max"]
-    out["js_mean"].attrs = {"long_name": "mean Jensen-Shannon divergence of two learners' next-token distributions",
-                            "units": "nats", "exact": "over the outcomes, natural log, at most log 2"}
+    if parts:
+        stacked = xr.concat(parts, dim=SCENARIO).assign_coords({SCENARIO: sampled + prompt_sets})
+        out["js_mean"], out["js_max"] = stacked["js_mean"], stacked["js_max"]
+        out["js_mean"].attrs = {"long_name": "mean Jensen-Shannon divergence of two learners' next-token distributions",
+                                "units": "nats", "exact": "over the outcomes, natural log, at most log 2"}
     if prompt_js is not None:
         same = prompt_js["same_architecture"]
         nan = prompt_js.isel({PAIR: 0}, drop=True) * np.nan
@@ -279,7 +282,9 @@ def analyse(ds: xr.Dataset, *, groups: Mapping[str, str] | None = None, referenc
     # rule adherence of the sampled completions
     if "completion_rule" in ds and cells is not None:
         members = class_membership(cells, ds)
-        rule = ds["completion_rule"].sel({SCENARIO: prompt_sets, PREDICTOR: learners})
+        # completions sit on their own prompt dims; as (scenario, episode) they line up with the prompts
+        rule = ds["completion_rule"].sel({PREDICTOR: learners}).rename({PROMPT_SCENARIO: SCENARIO, PROMPT: EPISODE})
+        rule, members = xr.align(rule, members, join="inner")
         counts = []
         for k in range(len(RULES)):
             hit = (rule == k) & members
@@ -287,7 +292,7 @@ def analyse(ds: xr.Dataset, *, groups: Mapping[str, str] | None = None, referenc
         count = xr.concat(counts, dim="rule").assign_coords(rule=list(RULES)).transpose(PREDICTOR, PROMPT_CLASS, "rule")
         out["rule_count"] = count
         _add_rates(out, count)
-    out = out.assign_coords(architecture_of=(PREDICTOR, [groups.get(str(p), "") for p in out[PREDICTOR].values])) if PREDICTOR in out.dims else out
+    out = out.assign_coords(architecture=(PREDICTOR, [groups.get(str(p), "") for p in out[PREDICTOR].values]))
     out.attrs = {"kl_bar": KL_BAR, "reference": reference, "learners": learners}
     return out
 
@@ -309,7 +314,7 @@ def _add_rates(out: xr.Dataset, count: xr.DataArray, prefix: str = "") -> None:
 
 def by_architecture(analysis: xr.Dataset) -> xr.Dataset:
     """Rule counts and rates pooled over the seeds of each architecture (dim ``architecture``)."""
-    count = analysis["rule_count"].groupby(analysis["architecture_of"].rename("architecture")).sum()
+    count = analysis["rule_count"].where(analysis["architecture"] != "", drop=True).groupby("architecture").sum()
     out = xr.Dataset({"rule_count": count})
     _add_rates(out, count)
     return out
@@ -464,6 +469,7 @@ def report_section(ds: xr.Dataset, analysis: xr.Dataset, *, figures: Mapping[str
         out += _table(["prior probability p", "prompts", "all pairs", "different architectures", "largest"], rows)
     if "rule_count" in analysis:
         out += _rule_tables(analysis)
+    if "completion_tokens" in ds:
         out += _example_completions(ds, learners)
     if figures:
         out += ["", "### Figures", ""] + [f"![{name}]({path})" for name, path in figures.items()]
@@ -482,7 +488,7 @@ def _learner_table(ds: xr.Dataset, analysis: xr.Dataset, learners: list[str]) ->
         kl = float(analysis["kl_in_distribution"].sel({PREDICTOR: name})) if "kl_in_distribution" in analysis else np.nan
         klp = float(analysis["kl_prefixes"].sel({PREDICTOR: name})) if "kl_prefixes" in analysis else np.nan
         rows.append([
-            name, str(analysis["architecture_of"].sel({PREDICTOR: name}).values), str(d.get("seed", "–")),
+            name, str(analysis["architecture"].sel({PREDICTOR: name}).values), str(d.get("seed", "–")),
             str(d.get("architecture", "–")), str(d.get("num_parameters", "–")), str(d.get("steps", "–")),
             _f(d.get("wall_time_s", np.nan), 0), _f(kl, 5), _f(klp, 4), "yes" if kl <= KL_BAR else "**no**",
         ])
@@ -523,20 +529,14 @@ def _example_completions(ds: xr.Dataset, learners: list[str], *, top: int = 2) -
     eos = outcomes.index("<eos>") if "<eos>" in outcomes else None
     rows = []
     for text in EXAMPLE_PROMPTS:
-        for s in ds[SCENARIO].values:
-            if str(ds["scenario_kind"].sel({SCENARIO: s}).values) != "prompts":
-                continue
-            y = ds["y"].sel({SCENARIO: s})
-            mask = ds["mask"].sel({SCENARIO: s})
-            labels = [str(o) for o in outcomes]
-            prompts = ["".join(labels[int(t)] for t in row[m]) if m.any() else "" for row, m in
-                       zip(np.nan_to_num(y.values).astype(int), mask.values)]
+        for s in ds[PROMPT_SCENARIO].values:
+            prompts = [str(t) for t in ds["prompt_text"].sel({PROMPT_SCENARIO: s}).values]
             if text not in prompts:
                 continue
             e = prompts.index(text)
             row = [f"`{text}`", str(s)]
             for name in learners:
-                tokens = ds["completion_tokens"].sel({PREDICTOR: name, SCENARIO: s}).isel({EPISODE: e}).values
+                tokens = ds["completion_tokens"].sel({PREDICTOR: name, PROMPT_SCENARIO: s, PROMPT: e}).values
                 strings = completion_strings(tokens, outcomes, eos=eos)
                 values, counts = np.unique(strings, return_counts=True)
                 order = np.argsort(-counts)[:top]

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from comparisons.config import RunConfig, load_config  # noqa: E402
-from toolkit.dims import PREDICTOR  # noqa: E402
+from toolkit.dims import PREDICTOR, SCENARIO  # noqa: E402
 from toolkit.errors import ConfigError, MetabayesError, UnknownNameError  # noqa: E402
 
 
@@ -276,8 +276,12 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
         from comparisons.anbn import analyse
 
         analysis = analyse(ds, groups={n: groups[n] for n in learner_names})
-        metrics = xr.merge([metrics, analysis], join="outer", compat="override", combine_attrs="override")
-        metrics.attrs.update(analysis.attrs)
+        # learners only in the analysis: align to the metrics' predictors and scenarios, keeping their order
+        aligned = analysis.reindex({PREDICTOR: metrics[PREDICTOR], SCENARIO: metrics[SCENARIO]})
+        aligned = aligned.assign_coords(architecture=metrics["architecture"])
+        attrs_before = dict(metrics.attrs)
+        metrics = xr.merge([metrics, aligned], join="left", compat="override", combine_attrs="drop")
+        metrics.attrs = {**attrs_before, **analysis.attrs}
     metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")})
     eval_s = time.perf_counter() - t0
     written = {"comparison": write_netcdf(ds, out / "comparison.nc"), "metrics": write_netcdf(metrics, out / "metrics.nc")}

@@ -25,6 +25,10 @@ from .errors import (
 from .predictive import Predictor, regression_predictions, token_predictions
 from .prior import Prior
 from .registry import available_priors, get_prior, load_prior, register_prior
+from .bayes import bayes_predictor  # noqa: E402
+from .compare import compare  # noqa: E402
+from .io import open_results  # noqa: E402
+from .scenario import Scenario, scenario_grid  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -33,6 +37,11 @@ __all__ = [
     "metrics",
     "Episodes",
     "Prior",
+    "bayes_predictor",
+    "compare",
+    "open_results",
+    "Scenario",
+    "scenario_grid",
     "Predictor",
     "token_predictions",
     "regression_predictions",

@@ -19,8 +19,9 @@ seen), both, neither, or ``no_eos`` (the maximum length, or the learner's
 context, came first).
 
 Results join the comparison Dataset (`add_completions`) with the dims
+``prompt_scenario`` and ``prompt`` (the prompt's scenario and episode),
 ``completion`` (the sample index) and ``completion_step`` (the generated
-token's index), aligned with the prompt's ``scenario`` and ``episode``.
+token's index).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .dims import COMPLETION, COMPLETION_STEP, EPISODE, PREDICTOR, SCENARIO
+from .dims import COMPLETION, COMPLETION_STEP, OUTCOME, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from .episodes import Episodes
 from .errors import ConfigError, DataError
 
@@ -280,12 +281,18 @@ def add_completions(
     *,
     attrs: dict | None = None,
 ) -> xr.Dataset:
-    """Put sampled completions into the comparison Dataset, aligned with their prompts.
+    """Put sampled completions into the comparison Dataset, beside the prompts they continue.
+
+    The completions have their own prompt dims, ``prompt_scenario`` (the
+    scenarios that were sampled) and ``prompt`` (the prompt's episode index
+    in that scenario), so the sampled scenarios' prompts alone take memory,
+    not every episode of every scenario; ``ds.y.sel(scenario=s, episode=i)``
+    is the prompt of ``completion_tokens.sel(prompt_scenario=s, prompt=i)``.
 
     Parameters
     ----------
     ds : xr.Dataset
-        The comparison Dataset (dims predictor, scenario, episode, ...).
+        The comparison Dataset (dims predictor, scenario, episode, position; ``mask`` marks each prompt).
     sampled : mapping of (predictor, scenario) to (tokens, rule)
         ``tokens`` of shape (prompt, completion, completion_step) from
         `sample_completions`, prompts in the scenario's episode order;
@@ -296,35 +303,53 @@ def add_completions(
     Returns
     -------
     xr.Dataset
-        ``ds`` plus ``completion_tokens`` (predictor, scenario, episode,
-        completion, completion_step), int8, −1 after the end and where
-        nothing was sampled; ``completion_length`` (predictor, scenario,
-        episode, completion), tokens generated (EOS included), −1 where
-        nothing was sampled; and, with rules, ``completion_rule`` (same dims),
-        an index into the ``rule`` coordinate, −1 where nothing was sampled.
+        ``ds`` plus ``completion_tokens`` (predictor, prompt_scenario, prompt,
+        completion, completion_step), int8, −1 after the end and where nothing
+        was sampled (the step dim runs to the longest completion);
+        ``completion_length`` (predictor, prompt_scenario, prompt, completion),
+        tokens generated (EOS included), −1 where nothing was sampled; with
+        rules, ``completion_rule`` (same dims), an index into the ``rule``
+        coordinate, −1 where nothing was sampled; and the coordinate
+        ``prompt_text`` (prompt_scenario, prompt).
     """
     if not sampled:
         return ds
-    shapes = {tokens.shape[1:] for tokens, _ in sampled.values()}
+    shapes = {tokens.shape[1] for tokens, _ in sampled.values()}
     if len(shapes) != 1:
-        raise ValueError(f"every completion array must share (completion, completion_step), got {sorted(shapes)}")
-    (num_completions, num_steps), = shapes
-    predictors, scenarios = list(ds[PREDICTOR].values), list(ds[SCENARIO].values)
-    num_episodes = ds.sizes[EPISODE]
-    shape = (len(predictors), len(scenarios), num_episodes, num_completions)
+        raise ValueError(f"every completion array must hold the same number of completions, got {sorted(shapes)}")
+    num_completions = shapes.pop()
+    predictors = list(ds[PREDICTOR].values)
+    scenarios = [s for s in ds[SCENARIO].values if any(s == sc for _, sc in sampled)]
+    num_prompts = max(tokens.shape[0] for tokens, _ in sampled.values())
+    num_steps = max(1, max(int((tokens >= 0).sum(-1).max(initial=0)) for tokens, _ in sampled.values()))
+    shape = (len(predictors), len(scenarios), num_prompts, num_completions)
     tokens_all = np.full(shape + (num_steps,), NOT_SAMPLED, np.int8)
     length_all = np.full(shape, NOT_SAMPLED, np.int16)
     rule_all = np.full(shape, NOT_SAMPLED, np.int8)
     has_rule = False
     for (predictor, scenario), (tokens, rule) in sampled.items():
         p, s, n = predictors.index(predictor), scenarios.index(scenario), tokens.shape[0]
-        tokens_all[p, s, :n] = tokens
+        tokens_all[p, s, :n] = tokens[..., :num_steps]
         length_all[p, s, :n] = (tokens >= 0).sum(-1)
         if rule is not None:
             rule_all[p, s, :n] = rule
             has_rule = True
-    dims = (PREDICTOR, SCENARIO, EPISODE, COMPLETION)
-    out = ds.assign_coords({COMPLETION: np.arange(num_completions), COMPLETION_STEP: np.arange(1, num_steps + 1)})
+    labels = [str(o) for o in ds[OUTCOME].values] if OUTCOME in ds.coords else None
+    text = np.full((len(scenarios), num_prompts), "", dtype=object)
+    for s, scenario in enumerate(scenarios):
+        y = ds["y"].sel({SCENARIO: scenario}).values
+        mask = ds["mask"].sel({SCENARIO: scenario}).values if "mask" in ds else np.isfinite(y)
+        for i in range(min(num_prompts, y.shape[0])):
+            if np.isfinite(y[i]).any():
+                text[s, i] = prompt_text(y[i][mask[i]].astype(np.int64), labels)
+    dims = (PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION)
+    out = ds.assign_coords({
+        PROMPT_SCENARIO: scenarios,
+        PROMPT: np.arange(num_prompts),
+        "prompt_text": ((PROMPT_SCENARIO, PROMPT), text.astype(str)),
+        COMPLETION: np.arange(num_completions),
+        COMPLETION_STEP: np.arange(1, num_steps + 1),
+    })
     out["completion_tokens"] = (dims + (COMPLETION_STEP,), tokens_all)
     out["completion_tokens"].attrs = {
         "long_name": "sampled continuation of the prompt, token by token", "fill": NOT_SAMPLED, **(attrs or {}),

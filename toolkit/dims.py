@@ -14,6 +14,8 @@ Y_GRID = "y_grid"
 FEATURE = "feature"
 COMPLETION = "completion"  # index of a sampled completion of a prompt
 COMPLETION_STEP = "completion_step"  # 1-based index of a generated token within a completion
+PROMPT_SCENARIO = "prompt_scenario"  # the prompt scenarios that completions were sampled for
+PROMPT = "prompt"  # a prompt's episode index within its prompt scenario
 LATENT = "latent"  # joint index over a prior's enumerated latent values
 
 # Site names of the prior convention.
@@ -35,6 +37,8 @@ __all__ = [
     "FEATURE",
     "COMPLETION",
     "COMPLETION_STEP",
+    "PROMPT_SCENARIO",
+    "PROMPT",
     "LATENT",
     "Y_SITE",
     "X_SITE",

@@ -16,7 +16,7 @@ from toolkit.completions import (
     rule_counts,
     sample_completions,
 )
-from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, POSITION, PREDICTOR, SCENARIO
+from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from toolkit.episodes import Episodes
 from toolkit.errors import ConfigError, DataError
 
@@ -189,22 +189,37 @@ def test_a_predictor_without_a_distribution_cannot_be_sampled():
 # --------------------------------------------------------------------------- into the Dataset
 
 
-def test_add_completions_aligns_with_scenario_and_episode():
+def test_add_completions_sits_beside_its_prompts():
+    y = np.zeros((2, 3, 4))
+    mask = np.zeros((2, 3, 4), bool)
+    mask[0] = True
+    for e, text in enumerate(["a", "aa"]):  # two prompts; the prompt scenario's third episode is padding
+        mask[1, e, : len(text)] = True
+    y[1, 2] = np.nan
     ds = xr.Dataset(
-        {"y": ((SCENARIO, EPISODE, POSITION), np.zeros((2, 3, 4)))},
-        coords={PREDICTOR: ["bayes", "h"], SCENARIO: ["in_distribution", "prompts"], EPISODE: [0, 1, 2], POSITION: [1, 2, 3, 4]},
+        {"y": ((SCENARIO, EPISODE, POSITION), y), "mask": ((SCENARIO, EPISODE, POSITION), mask)},
+        coords={PREDICTOR: ["bayes", "h"], SCENARIO: ["in_distribution", "prompts"], EPISODE: [0, 1, 2],
+                POSITION: [1, 2, 3, 4], OUTCOME: list(OUTCOMES)},
     )
-    completions = np.array([[[1, 2, -1], [2, -1, -1]], [[1, 1, 2], [0, 0, 0]]], np.int8)  # 2 prompts x 2 x 3
+    completions = np.full((2, 2, 6), NOT_SAMPLED, np.int8)  # 2 prompts x 2 completions, max_new_tokens 6
+    completions[0, 0, :2], completions[0, 1, :1] = [1, 2], [2]
+    completions[1, 0, :3], completions[1, 1, :3] = [1, 1, 2], [0, 0, 0]
     rule = classify_anbn([tokens("a"), tokens("aa")], completions)
     out = add_completions(ds, {("h", "prompts"): (completions, rule)}, attrs={"temperature": 1.0})
-    assert out["completion_tokens"].dims == (PREDICTOR, SCENARIO, EPISODE, COMPLETION, COMPLETION_STEP)
-    np.testing.assert_array_equal(out["completion_tokens"].sel({PREDICTOR: "h", SCENARIO: "prompts"}).values[:2], completions)
+    dims = (PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION)
+    assert out["completion_tokens"].dims == dims + (COMPLETION_STEP,)
+    assert out["completion_rule"].dims == out["completion_length"].dims == dims
+    assert list(out[PROMPT_SCENARIO].values) == ["prompts"] and out.sizes[PROMPT] == 2
+    assert out.sizes[COMPLETION_STEP] == 3  # the longest completion, not max_new_tokens
+    assert list(out["prompt_text"].sel({PROMPT_SCENARIO: "prompts"}).values) == ["a", "aa"]
+    np.testing.assert_array_equal(out["completion_tokens"].sel({PREDICTOR: "h"}).values[0], completions[..., :3])
     assert np.all(out["completion_tokens"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)
-    assert np.all(out["completion_rule"].sel({SCENARIO: "prompts", PREDICTOR: "h"}).values[2] == NOT_SAMPLED)
-    np.testing.assert_array_equal(out["completion_length"].sel({PREDICTOR: "h", SCENARIO: "prompts"}).values[:2], [[2, 1], [3, 3]])
+    assert np.all(out["completion_rule"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)
+    np.testing.assert_array_equal(out["completion_length"].sel({PREDICTOR: "h"}).values[0], [[2, 1], [3, 3]])
     assert [str(r) for r in out["rule"].values] == list(RULES)
-    assert [RULES[k] for k in out["completion_rule"].sel({PREDICTOR: "h", SCENARIO: "prompts"}).values[:2].ravel()] == [
+    assert [RULES[k] for k in out["completion_rule"].sel({PREDICTOR: "h"}).values[0].ravel()] == [
         "both", "no_a_after_b", "both", "no_eos"]
+    assert out["completion_tokens"].attrs["temperature"] == 1.0
 
 
 def test_wilson_intervals_of_rule_rates_match_scipy():

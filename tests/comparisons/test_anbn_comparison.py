@@ -13,7 +13,7 @@ from comparisons.anbn import CONFLICT, LOW, PREFIXES, ZERO, analyse, pairwise_js
 from comparisons.run import main
 from toolkit.bayes import bayes_predictor
 from toolkit.completions import RULES
-from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO
+from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from toolkit.io import read_netcdf
 
 CONFIG = "comparisons/configs/anbn.toml"
@@ -69,9 +69,8 @@ def synthetic_comparison() -> xr.Dataset:
             y[scenarios.index(s), e, : len(t)] = ["ab".index(c) for c in t]
             mask[scenarios.index(s), e, : len(t)] = True
     log_prob = np.log(rng.dirichlet(np.ones(3), size=(3, 3, 4, 4)))
-    rule = rng.integers(0, len(RULES), size=(3, 3, 4, 6)).astype(np.int8)
+    rule = rng.integers(0, len(RULES), size=(3, 2, 4, 6)).astype(np.int8)  # on the two prompt scenarios
     rule[0] = -1  # Bayes samples nothing
-    rule[:, 0] = -1  # nor does anyone on sampled episodes
     ds = xr.Dataset(
         {
             "y": ((SCENARIO, EPISODE, POSITION), y),
@@ -79,11 +78,11 @@ def synthetic_comparison() -> xr.Dataset:
             "log_prob": ((PREDICTOR, SCENARIO, EPISODE, POSITION, OUTCOME), log_prob),
             "prior_log_prob": ((SCENARIO, EPISODE, POSITION), np.zeros((3, 4, 4))),
             "bayes_defined": ((SCENARIO, EPISODE, POSITION), np.ones((3, 4, 4), bool)),
-            "completion_rule": ((PREDICTOR, SCENARIO, EPISODE, COMPLETION), rule),
+            "completion_rule": ((PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION), rule),
         },
         coords={PREDICTOR: predictors, SCENARIO: scenarios, EPISODE: np.arange(4), POSITION: np.arange(1, 5),
                 OUTCOME: ["a", "b", "<eos>"], "scenario_kind": (SCENARIO, ["in_distribution", "prompts", "prompts"]),
-                "architecture": (PREDICTOR, ["", "x", "y"])},
+                "architecture": (PREDICTOR, ["", "x", "y"]), PROMPT_SCENARIO: [ZERO, PREFIXES], PROMPT: np.arange(4)},
     )
     return ds, prompts
 
@@ -95,8 +94,8 @@ def test_rule_rates_and_wilson_intervals_match_plain_counts():
     more_b = np.array([t.count("b") > t.count("a") for t in prompts[ZERO]])
     for p in ("h1", "h2"):
         rule = ds["completion_rule"].sel({PREDICTOR: p})
-        for c, sel in ((ZERO, rule.sel({SCENARIO: ZERO}).values), (PREFIXES, rule.sel({SCENARIO: PREFIXES}).values),
-                       (CONFLICT, rule.sel({SCENARIO: ZERO}).values[more_b])):
+        zero, prefixes = rule.sel({PROMPT_SCENARIO: ZERO}).values, rule.sel({PROMPT_SCENARIO: PREFIXES}).values
+        for c, sel in ((ZERO, zero), (PREFIXES, prefixes), (CONFLICT, zero[more_b])):
             counts = np.array([np.sum(sel == k) for k in range(len(RULES))])
             np.testing.assert_array_equal(out["rule_count"].sel({PREDICTOR: p, "prompt_class": c}).values, counts)
             n = counts.sum()
@@ -163,19 +162,20 @@ def test_tiny_run_writes_completions_rules_and_the_report(tiny_anbn):
     ds = read_netcdf(tiny_anbn / "comparison.nc")
     assert list(ds[PREDICTOR].values) == ["bayes", "frequency", *TINY_LEARNERS]
     assert list(ds[SCENARIO].values) == ["in_distribution", ZERO, PREFIXES, LOW]
-    assert ds["completion_tokens"].dims == (PREDICTOR, SCENARIO, EPISODE, COMPLETION, COMPLETION_STEP)
-    assert ds.sizes[COMPLETION] == 8
+    assert ds["completion_tokens"].dims == (PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION, COMPLETION_STEP)
+    assert list(ds[PROMPT_SCENARIO].values) == [ZERO, PREFIXES, LOW] and ds.sizes[COMPLETION] == 8
+    assert sorted(ds["prompt_text"].sel({PROMPT_SCENARIO: PREFIXES}).values[:5]) == ["a", "aa", "aaa", "aab", "ab"]
     rule = ds["completion_rule"]
     assert np.all(rule.sel({PREDICTOR: ["bayes", "frequency"]}) == -1)
-    assert np.all(rule.sel({SCENARIO: "in_distribution"}) == -1)
-    sampled = rule.sel({PREDICTOR: TINY_LEARNERS, SCENARIO: ZERO}).isel({EPISODE: slice(0, 9)})
+    sampled = rule.sel({PREDICTOR: TINY_LEARNERS, PROMPT_SCENARIO: ZERO}).isel({PROMPT: slice(0, 9)})
     assert np.all((sampled >= 0) & (sampled < len(RULES)))
+    assert np.all(rule.sel({PROMPT_SCENARIO: ZERO}).isel({PROMPT: slice(9, None)}) == -1)  # 9 prompts, the rest padding
     assert list(ds["architecture"].values) == ["", "", "transformer_learned", "transformer_learned",
                                                "transformer_rotary", "lstm"]
     metrics = read_netcdf(tiny_anbn / "metrics.nc")
     for name in ("kl_in_distribution", "js_mean", "prompt_disagreement", "rule_rate", "equal_count_rate_high"):
         assert name in metrics, name
-    assert json.loads(json.dumps(metrics.attrs["learners"])) == TINY_LEARNERS
+    assert json.loads(metrics.attrs["learners"]) == TINY_LEARNERS  # nested attrs are stored as JSON
     report = (tiny_anbn / "report.md").read_text(encoding="utf-8")
     for heading in ("## aⁿbⁿ", "### Learners and the in-distribution bar", "### Rules followed", "**Disagreement**"):
         assert heading in report, heading
