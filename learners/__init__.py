@@ -17,14 +17,19 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import weights_sha256
-from .model import CausalTransformer, ModelConfig, TransformerConfig
+from .model import CausalTransformer, ModelConfig, TransformerConfig, build_model, register_architecture
 from .predictor import LearnerPredictor, load
+from .rnn import RecurrentLM, RNNConfig  # registers the LSTM / GRU architecture
 from .train import TrainConfig, TrainResult, config_diff, config_matches, lr_at, run_signature, train
 
 __all__ = [
     "TransformerConfig",
     "ModelConfig",
     "CausalTransformer",
+    "RNNConfig",
+    "RecurrentLM",
+    "build_model",
+    "register_architecture",
     "TrainConfig",
     "TrainResult",
     "train",

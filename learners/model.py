@@ -12,6 +12,17 @@ positions, GPT-2 initialisation. Two changes for meta-learning a prior:
 - No dropout: training draws fresh prior samples every step, so there is
   nothing to overfit, and training stays deterministic for a seed without
   touching torch's global random state.
+
+Positions are learned absolute embeddings, none at all (causal masking alone
+breaks the symmetry: NoPE, Kazemnejad et al. 2023, arXiv:2305.19466), or
+rotary (RoPE, Su et al. 2021, arXiv:2104.09864: each query and key channel
+pair is rotated by an angle proportional to its position, so attention scores
+depend on relative offsets only). How positions are encoded is one of the
+inductive biases that decide how a learner extrapolates where training says
+nothing (``comparisons/configs/anbn.toml``).
+
+Architectures register here (`register_architecture`), so training builds
+any of them from its config and a checkpoint names the one it holds.
 """
 
 from __future__ import annotations
@@ -24,9 +35,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toolkit.errors import ConfigError, DataError
+from toolkit.errors import ConfigError, DataError, UnknownNameError
 
-PositionalEncoding = Literal["learned", "none"]
+PositionalEncoding = Literal["learned", "none", "rotary"]
+ROPE_BASE = 10_000.0  # rotary angles: position t turns channel pair i by t / ROPE_BASE^(2i / head_size)
 
 
 @dataclass(frozen=True)
@@ -40,7 +52,7 @@ class TransformerConfig:
     n_embd: int = 64  # residual stream width; a multiple of n_head
     mlp_ratio: int = 4  # MLP hidden width = mlp_ratio * n_embd
     bias: bool = True  # biases in Linear layers and LayerNorms
-    pos_encoding: PositionalEncoding = "learned"  # "learned" absolute positions, or "none" (BOS still breaks symmetry)
+    pos_encoding: PositionalEncoding = "learned"  # "learned" absolute, "rotary" (relative), or "none" (causal mask only)
 
     def __post_init__(self):
         for name in ("n_layer", "n_head", "n_embd", "mlp_ratio"):
@@ -52,8 +64,13 @@ class TransformerConfig:
             raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
-        if self.pos_encoding not in ("learned", "none"):
-            raise ConfigError(f"model.pos_encoding must be 'learned' or 'none', got {self.pos_encoding!r}")
+        if self.pos_encoding not in ("learned", "none", "rotary"):
+            raise ConfigError(f"model.pos_encoding must be 'learned', 'none' or 'rotary', got {self.pos_encoding!r}")
+        if self.pos_encoding == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError(
+                f"rotary positions turn channel pairs, so the head size n_embd / n_head must be even, got "
+                f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,10 +88,33 @@ class TransformerConfig:
 ModelConfig = TransformerConfig
 
 
+class Rotary(nn.Module):
+    """Rotary position embedding: turns channel pairs (2i, 2i + 1) of queries and keys by t · θ_i.
+
+    The angles are buffers outside the state dict (``persistent=False``): they follow from the config,
+    and checkpoints stay the same set of weights as for any other transformer.
+    """
+
+    def __init__(self, head_size: int, block_size: int, base: float = ROPE_BASE):
+        super().__init__()
+        inv_freq = base ** -(torch.arange(0, head_size, 2, dtype=torch.float64) / head_size)  # (hs/2,)
+        angles = torch.arange(block_size, dtype=torch.float64)[:, None] * inv_freq[None]  # (T, hs/2)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.size(-2)
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)  # (T, hs/2)
+        even, odd = x[..., 0::2], x[..., 1::2]  # (B, H, T, hs/2) each
+        return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)  # (B, H, T, hs)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.n_head = config.n_head
+        head_size = config.n_embd // config.n_head
+        self.rotary = Rotary(head_size, config.block_size) if config.pos_encoding == "rotary" else None
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
@@ -84,6 +124,8 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)  # (B, H, T, hs): positions enter the scores as offsets
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.c_proj(y)  # (B, T, C)
@@ -115,6 +157,37 @@ class Block(nn.Module):
         return x
 
 
+# Architecture name (the class name, recorded in checkpoints) -> (config class, module class).
+_ARCHITECTURES: dict[str, tuple[type, type]] = {}
+
+
+def register_architecture(config_cls: type):
+    """Class decorator: the module is built as ``cls(config, generator=...)`` from a ``config_cls`` instance."""
+
+    def decorate(module_cls: type) -> type:
+        _ARCHITECTURES[module_cls.__name__] = (config_cls, module_cls)
+        return module_cls
+
+    return decorate
+
+
+def architecture(name: str) -> tuple[type, type]:
+    """(config class, module class) of the registered architecture ``name``."""
+    if name not in _ARCHITECTURES:
+        raise UnknownNameError("architecture", name, _ARCHITECTURES)
+    return _ARCHITECTURES[name]
+
+
+def build_model(config, *, generator: torch.Generator | None = None) -> nn.Module:
+    """The registered architecture whose config class ``config`` is, with weights drawn from ``generator``."""
+    for config_cls, module_cls in _ARCHITECTURES.values():
+        if type(config) is config_cls:
+            return module_cls(config, generator=generator)
+    known = ", ".join(c.__name__ for c, _ in _ARCHITECTURES.values())
+    raise ConfigError(f"no learner architecture takes a {type(config).__name__}; known configs: {known}")
+
+
+@register_architecture(TransformerConfig)
 class CausalTransformer(nn.Module):
     """Next-token model for a token prior with V outcomes.
 
@@ -212,4 +285,15 @@ def _from_dict(cls, values: dict[str, Any], section: str):
         raise ConfigError("; ".join(problems)) from None
 
 
-__all__ = ["TransformerConfig", "ModelConfig", "CausalTransformer", "Block", "CausalSelfAttention", "MLP"]
+__all__ = [
+    "TransformerConfig",
+    "ModelConfig",
+    "CausalTransformer",
+    "Block",
+    "CausalSelfAttention",
+    "MLP",
+    "Rotary",
+    "register_architecture",
+    "architecture",
+    "build_model",
+]

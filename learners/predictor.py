@@ -14,15 +14,15 @@ from toolkit.errors import CheckpointError, DataError
 from toolkit.predictive import token_predictions
 
 from .checkpoint import checkpoint_paths, load_weights, read_meta
-from .model import CausalTransformer, TransformerConfig
+from .model import CausalTransformer, TransformerConfig, architecture
 
 
 class LearnerPredictor:
-    """Next-token predictions of a trained `CausalTransformer`, as the toolkit's prediction Dataset.
+    """Next-token predictions of a trained learner (any registered architecture), as the toolkit's prediction Dataset.
 
     Parameters
     ----------
-    model : CausalTransformer
+    model : CausalTransformer or RecurrentLM
         The trained network (moved to ``device``, put in eval mode).
     meta : dict
         The checkpoint JSON (architecture, training config, prior, steps, wall
@@ -144,8 +144,10 @@ def load(
     meta = read_meta(out_dir, step)
     if meta is None:
         raise CheckpointError(f"no learner checkpoint in {out_dir}; train one first (learners.train)")
-    config = TransformerConfig.from_dict(meta["model"])
-    model = CausalTransformer(config)
+    # checkpoints written before the registry existed hold transformers
+    config_cls, module_cls = architecture(meta.get("architecture", "CausalTransformer"))
+    config = config_cls.from_dict(meta["model"])
+    model = module_cls(config)
     try:
         model.load_state_dict(load_weights(out_dir, meta))
     except RuntimeError as exc:  # names or shapes that do not fit the recorded architecture

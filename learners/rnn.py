@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from toolkit.errors import ConfigError, DataError
 
-from .model import _from_dict
+from .model import _from_dict, register_architecture
 
 Cell = Literal["lstm", "gru"]
 
@@ -66,6 +66,7 @@ class RNNConfig:
         return self.vocab_size is not None and self.block_size is not None
 
 
+@register_architecture(RNNConfig)
 class RecurrentLM(nn.Module):
     """Next-token LSTM / GRU for a token prior with V outcomes.
 

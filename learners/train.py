@@ -38,7 +38,7 @@ from .checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from .model import CausalTransformer, TransformerConfig, _from_dict
+from .model import TransformerConfig, _from_dict, build_model
 from .predictor import LearnerPredictor
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -201,14 +201,14 @@ def train(
     *,
     progress: bool = True,
 ) -> TrainResult:
-    """Meta-train a `CausalTransformer` on fresh samples from ``prior``, resuming from ``out_dir``.
+    """Meta-train a learner on fresh samples from ``prior``, resuming from ``out_dir``.
 
     Parameters
     ----------
     prior : toolkit.Prior
         A token prior; its ``sample`` draws every training batch.
-    model_config : TransformerConfig, optional
-        Architecture (default `TransformerConfig()`); ``vocab_size`` and
+    model_config : TransformerConfig or RNNConfig, optional
+        Architecture, chosen by the config's type (default `TransformerConfig()`); ``vocab_size`` and
         ``block_size`` are filled from the prior and ``train_config.length``.
     train_config : TrainConfig, optional
         Optimisation settings (default `TrainConfig()`).
@@ -248,7 +248,7 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls for the float32 parts outside autocast
         torch.backends.cudnn.allow_tf32 = True
 
-    model = CausalTransformer(model_config, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
+    model = build_model(model_config, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     optimizer = _make_optimizer(model, cfg, device)
     start, loss_log, wall_before = 0, [], 0.0
     meta = read_meta(out_dir) if out_dir is not None else None

@@ -79,7 +79,7 @@ def test_too_long_input_names_both_lengths():
     [
         (dict(n_embd=10, n_head=4), "multiple of model.n_head"),
         (dict(n_layer=0), "n_layer"),
-        (dict(pos_encoding="rotary"), "pos_encoding"),
+        (dict(pos_encoding="sinusoidal"), "pos_encoding"),
         (dict(vocab_size=1), "vocab_size"),
     ],
 )
@@ -95,7 +95,7 @@ def test_from_dict_validates_names_and_types():
     with pytest.raises(ConfigError, match="model.n_embd"):
         TransformerConfig.from_dict({"n_embd": "wide"})
     with pytest.raises(ConfigError, match="pos_encoding"):
-        TransformerConfig.from_dict({"pos_encoding": "rotary"})
+        TransformerConfig.from_dict({"pos_encoding": "sinusoidal"})
 
 
 def test_unresolved_config_is_refused():
