@@ -315,6 +315,8 @@ def _add_rates(out: xr.Dataset, count: xr.DataArray, prefix: str = "") -> None:
 def by_architecture(analysis: xr.Dataset) -> xr.Dataset:
     """Rule counts and rates pooled over the seeds of each architecture (dim ``architecture``)."""
     count = analysis["rule_count"].where(analysis["architecture"] != "", drop=True).groupby("architecture").sum()
+    order = list(dict.fromkeys(str(a) for a in analysis["architecture"].values if str(a)))  # as configured
+    count = count.sel(architecture=order)
     out = xr.Dataset({"rule_count": count})
     _add_rates(out, count)
     return out
