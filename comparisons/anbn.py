@@ -628,7 +628,7 @@ def disagreement_figure(analysis: xr.Dataset, path: Path) -> Path:
     ax.set_yscale("symlog", linthresh=1e-4)
     ax.set_ylim(0, np.log(2) * 1.1)
     ax.set_title("Disagreement of the learners' next-token distributions after a prompt", fontsize=10)
-    ax.legend(fontsize=6.5, ncol=2)
+    ax.legend(fontsize=6.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     return _save(fig, path)
 
 
