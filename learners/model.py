@@ -109,6 +109,21 @@ class Rotary(nn.Module):
         return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)  # (B, H, T, hs)
 
 
+def bos_shifted(y: torch.Tensor, bos: int, block_size: int) -> torch.Tensor:
+    """Inputs ``[BOS, y_1 .. y_{T-1}]`` whose outputs predict ``y_1 .. y_T``; rejects sequences past the context.
+
+    Shared by every autoregressive learner so position t never sees y_t.
+    """
+    B, T = y.size()
+    if T > block_size:
+        raise DataError(
+            f"sequences of length {T} are longer than the learner's context of {block_size}; "
+            f"evaluate at length <= {block_size} or retrain with a longer training length"
+        )
+    start = torch.full((B, 1), bos, dtype=y.dtype, device=y.device)
+    return torch.cat([start, y[:, :-1]], dim=1)  # (B, T)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -248,14 +263,8 @@ class CausalTransformer(nn.Module):
         torch.Tensor, shape (batch, position, V)
             Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
         """
-        B, T = y.size()
-        if T > self.config.block_size:
-            raise DataError(
-                f"sequences of length {T} are longer than the learner's context of {self.config.block_size}; "
-                f"evaluate at length <= {self.config.block_size} or retrain with a longer training length"
-            )
-        bos = torch.full((B, 1), self.bos, dtype=y.dtype, device=y.device)
-        idx = torch.cat([bos, y[:, :-1]], dim=1)  # (B, T): [BOS, y_1 .. y_{T-1}]
+        T = y.size(1)
+        idx = bos_shifted(y, self.bos, self.config.block_size)  # (B, T): [BOS, y_1 .. y_{T-1}]
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
             x = x + self.wpe(torch.arange(T, device=y.device))  # (B, T, C) + (T, C)

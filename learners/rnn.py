@@ -25,9 +25,9 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from toolkit.errors import ConfigError, DataError
+from toolkit.errors import ConfigError
 
-from .model import _from_dict, register_architecture
+from .model import _from_dict, bos_shifted, register_architecture
 
 Cell = Literal["lstm", "gru"]
 
@@ -127,14 +127,7 @@ class RecurrentLM(nn.Module):
         torch.Tensor, shape (batch, position, V)
             Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
         """
-        B, T = y.size()
-        if T > self.config.block_size:
-            raise DataError(
-                f"sequences of length {T} are longer than the learner's context of {self.config.block_size}; "
-                f"evaluate at length <= {self.config.block_size} or retrain with a longer training length"
-            )
-        bos = torch.full((B, 1), self.bos, dtype=y.dtype, device=y.device)
-        idx = torch.cat([bos, y[:, :-1]], dim=1)  # (B, T): [BOS, y_1 .. y_{T-1}]
+        idx = bos_shifted(y, self.bos, self.config.block_size)  # (B, T): [BOS, y_1 .. y_{T-1}]
         h, _ = self.rnn(self.wte(idx))  # (B, T, C)
         return self.lm_head(h)  # (B, T, V)
 
