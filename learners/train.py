@@ -94,6 +94,9 @@ class TrainConfig:
 
 
 # Settings that change how a run executes but not what it computes: they may differ on resume.
+# jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
+PRIOR_FIT_STREAM = 2**31 - 1
+
 RUNTIME_SETTINGS = ("checkpoint_every", "keep_checkpoints", "log_every", "prefetch", "device")
 
 
@@ -111,12 +114,19 @@ class TrainResult:
     meta: dict[str, Any] = field(default_factory=dict, repr=False)  # the final checkpoint's JSON
 
 
-def resolve_model_config(prior, model_config: TransformerConfig, train_config: TrainConfig) -> TransformerConfig:
-    """Fill ``vocab_size`` from the prior and ``block_size`` from the training length; check they agree."""
+def resolve_model_config(prior, model_config, train_config: TrainConfig):
+    """Fill what the architecture reads from the prior and the training length; check they agree.
+
+    An architecture config with a ``resolve(prior, train_config)`` method (the
+    regression `PFNConfig`) resolves itself; the token configs get
+    ``vocab_size`` from the prior and ``block_size`` from ``train_config.length``.
+    """
+    if hasattr(model_config, "resolve"):
+        return model_config.resolve(prior, train_config)
     if prior.kind != "tokens":
         raise ConfigError(
-            f"prior {prior.name!r} is a {prior.kind} prior; only token priors have a learner so far "
-            "(the regression PFNTransformer is not implemented yet)"
+            f"prior {prior.name!r} is a {prior.kind} prior, but {type(model_config).__name__} is a token "
+            "architecture; use the regression learner (learners.PFNConfig, [learner] type = \"pfn\")"
         )
     vocab = prior.num_outcomes if model_config.vocab_size is None else model_config.vocab_size
     if vocab != prior.num_outcomes:
@@ -193,6 +203,19 @@ def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tens
     return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
+    """The training loss of ``model`` on one batch ``{"y", "x", "mask"}``.
+
+    An architecture with a ``training_loss(batch)`` method (the regression
+    learner: negative log density of the realised y) computes its own; the
+    token learners get `masked_cross_entropy` of their logits.
+    """
+    own = getattr(model, "training_loss", None)
+    if own is not None:
+        return own(batch)
+    return masked_cross_entropy(model(batch["y"]), batch["y"], batch["mask"])
+
+
 def train(
     prior,
     model_config: TransformerConfig | None = None,
@@ -206,10 +229,10 @@ def train(
     Parameters
     ----------
     prior : toolkit.Prior
-        A token prior; its ``sample`` draws every training batch.
-    model_config : TransformerConfig or RNNConfig, optional
-        Architecture, chosen by the config's type (default `TransformerConfig()`); ``vocab_size`` and
-        ``block_size`` are filled from the prior and ``train_config.length``.
+        The prior; its ``sample`` draws every training batch.
+    model_config : TransformerConfig, RNNConfig or another registered architecture's config, optional
+        Architecture, chosen by the config's type (default `TransformerConfig()`); what it reads from
+        the prior (``vocab_size``, ``block_size``) is filled by `resolve_model_config`.
     train_config : TrainConfig, optional
         Optimisation settings (default `TrainConfig()`).
     out_dir : path, optional
@@ -259,18 +282,20 @@ def train(
                 f"{out_dir} holds a checkpoint of another configuration ({'; '.join(diff)}); "
                 f"pass another --out directory, or delete {out_dir} to retrain"
             )
-        model.load_state_dict(load_weights(out_dir, meta))
+        model.load_state_dict(load_weights(out_dir, meta))  # buffers fitted to the prior come back too
         if meta["step"] < cfg.steps:
             load_optimizer(out_dir, meta, optimizer)
         start, wall_before = int(meta["step"]), float(meta.get("wall_time_s", 0.0))
         loss_log = [(int(s), float(v)) for s, v in meta.get("loss_log", [])]
+    elif hasattr(model, "fit_to_prior"):  # e.g. the bar head's buckets at quantiles of prior samples
+        model.fit_to_prior(prior, jax.random.fold_in(jax.random.key(cfg.seed), PRIOR_FIT_STREAM), cfg)
     resumed_from = start
 
     def record(step: int) -> dict[str, Any]:
         return {
             "architecture": type(model).__name__,
             **signature,
-            "outcomes": list(prior.outcomes),
+            "outcomes": list(prior.outcomes or ()),
             "seed": cfg.seed,
             "steps": cfg.steps,
             "finished": step >= cfg.steps,
@@ -292,12 +317,11 @@ def train(
         model.train()
         try:
             for step in range(start, cfg.steps):
-                y, mask = batches.get(step)
+                batch = batches.get(step)  # {"y": (B, T), "x": (B, T, F) or None, "mask": (B, T) or None}
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg)
                 with autocast:
-                    logits = model(y)  # (B, T, V)
-                loss = masked_cross_entropy(logits, y, mask)
+                    loss = batch_loss(model, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
@@ -365,11 +389,13 @@ class _Prefetcher:
             self.thread = threading.Thread(target=self._run, args=(start,), name="prior-sampler", daemon=True)
             self.thread.start()
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(self, step: int) -> dict[str, torch.Tensor | None]:
         episodes = self.prior.sample(jax.random.fold_in(self.key, step), self.cfg.batch_size, self.cfg.length)
-        y = _to_torch(episodes.y, self.device).long()  # (B, T)
+        y = _to_torch(episodes.y, self.device)  # (B, T)
+        y = y.long() if self.prior.kind == "tokens" else y.float()
+        x = None if episodes.x is None else _to_torch(episodes.x, self.device).float()  # (B, T, F)
         mask = None if episodes.mask is None else _to_torch(episodes.mask, self.device).bool()  # (B, T)
-        return y, mask
+        return {"y": y, "x": x, "mask": mask}
 
     def _run(self, start: int) -> None:
         step = start
@@ -388,7 +414,7 @@ class _Prefetcher:
                 return
             step += 1
 
-    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def get(self, step: int) -> dict[str, torch.Tensor | None]:
         if self.thread is None:
             return self.batch(step)
         got, item = self.queue.get()
@@ -438,5 +464,6 @@ __all__ = [
     "resolve_model_config",
     "lr_at",
     "masked_cross_entropy",
+    "batch_loss",
     "RUNTIME_SETTINGS",
 ]
