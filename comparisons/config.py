@@ -18,7 +18,10 @@ from toolkit.errors import ConfigError
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "coin_mixture.toml"
 
-PredictorName = Literal["bayes", "bayes_mcmc", "oracle", "best_mixture", "frequency", "learner"]
+PredictorName = Literal[
+    "bayes", "bayes_mcmc", "oracle", "best_mixture", "frequency", "ridge", "least_squares", "knn", "averaging", "learner"
+]
+Architecture = Literal["transformer", "rnn", "pfn"]
 
 
 class Strict(BaseModel):
@@ -49,6 +52,21 @@ class ScenarioConfig(Strict):
         return grid
 
 
+class YGridConfig(Strict):
+    """Points of the regression y-grid (grid density, KL on the grid, quantiles of grid-only predictors)."""
+
+    low: float
+    high: float
+    num: int = Field(201, ge=2)
+
+    @field_validator("high")
+    @classmethod
+    def _ordered(cls, high, info):
+        if "low" in info.data and not high > info.data["low"]:
+            raise ValueError(f"high must exceed low, got low={info.data['low']}, high={high}")
+        return high
+
+
 class EvaluationConfig(Strict):
     num_episodes: int = Field(2000, gt=0)  # evaluation episodes per scenario
     length: int = Field(64, gt=0)  # positions per episode
@@ -56,18 +74,22 @@ class EvaluationConfig(Strict):
     predictors: list[PredictorName] = ["bayes", "oracle", "best_mixture", "frequency", "learner"]
     report_positions: list[int] = [1, 8, 32, 64]  # positions tabulated in report.md
     bootstrap_resamples: int = Field(1000, gt=0)  # for cross-entropy intervals
+    predictor_options: dict[str, dict[str, Any]] = {}  # keyword arguments per baseline, e.g. knn = { k = 5 }
+    y_grid: YGridConfig | None = None  # regression: None = from the prior's samples (0.1 % to 99.9 %, widened)
+    num_y_grid: int = Field(201, ge=2)  # regression: points of the y-grid derived from the prior
 
 
 class LearnerConfig(Strict):
-    model: dict[str, Any] = {}  # overrides of learners.TransformerConfig
+    architecture: Architecture | None = None  # None: "transformer" for a tokens prior, "pfn" for regression
+    model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of learners.TrainConfig
 
 
 class LearnerSpec(Strict):
     """One ``[learners.NAME]`` table: an architecture trained once per seed (predictors ``NAME-s<seed>``)."""
 
-    architecture: Literal["transformer", "rnn"] = "transformer"  # learners.CausalTransformer or learners.rnn.RecurrentLM
-    model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig or RNNConfig)
+    architecture: Architecture = "transformer"  # CausalTransformer, RecurrentLM, or the regression PFNTransformer
+    model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of [learner.training], which every learner shares
     seeds: list[int] = [0]  # one learner per seed: initial weights and training batches
 
@@ -197,5 +219,5 @@ def _model_at(loc) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
-__all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "LearnerConfig", "LearnerSpec",
+__all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "YGridConfig", "LearnerConfig", "LearnerSpec",
            "CompletionsConfig", "AnbnConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]

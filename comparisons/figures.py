@@ -131,4 +131,86 @@ def mixture_weight_figure(ds: xr.Dataset, scenario: str, theta: np.ndarray, path
     return _save(fig, path)
 
 
-__all__ = ["cross_entropy_figure", "predictions_figure", "mixture_weight_figure", "implied_weight", "entropy_of_source"]
+def squared_error_figure(metrics: xr.Dataset, path: Path) -> Path:
+    """One panel per scenario: squared error of the predictive mean / d against the number of context examples."""
+    scenarios = list(metrics[SCENARIO].values)
+    cols = min(3, len(scenarios))
+    rows = int(np.ceil(len(scenarios) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharex=True)
+    for ax, scenario in zip(axes.flat, scenarios):
+        m = metrics["squared_error"].sel({SCENARIO: scenario})
+        context = m[POSITION].values - 1
+        for name in metrics[PREDICTOR].values:
+            err = m.sel({PREDICTOR: name})
+            if np.all(np.isnan(err)):
+                continue
+            ax.plot(context, err, label=str(name), **_style(str(name)))
+        ax.set_yscale("log")
+        ax.set_title(str(scenario), fontsize=10)
+        ax.set_xlabel("in-context examples (t − 1)")
+        ax.set_ylabel("squared error / d")
+    for ax in list(axes.flat)[len(scenarios):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Squared error of the predictive mean of y_t, divided by d, mean over episodes")
+    return _save(fig, path)
+
+
+def query_episodes(x_context: np.ndarray, y_context: np.ndarray, x_query: np.ndarray):
+    """One episode per query point: the same context, then the query x as the last position (its y unused)."""
+    from toolkit.episodes import Episodes
+
+    n, q = len(y_context), len(x_query)
+    x = np.concatenate([np.broadcast_to(x_context, (q, n, x_context.shape[-1])), x_query[:, None, :]], axis=1)
+    y = np.concatenate([np.broadcast_to(y_context, (q, n)), np.zeros((q, 1))], axis=1)
+    return Episodes(y=y, x=x)
+
+
+def regression_band_figure(
+    ds: xr.Dataset, predictors: dict, scenarios: list[str], path: Path, *, prior, scenario_objects=(),
+    num_context: int = 16, num_query: int = 120,
+) -> Path:
+    """Bayes' Power pictures: predictive mean and 90 % band over x after ``num_context`` examples of one episode.
+
+    For each scenario the first ``num_context`` points of episode 0 are the
+    context; every predictor in ``predictors`` (e.g. Bayes, the oracle where
+    the source is known, the learners) predicts y at ``num_query`` query
+    points across the scenario's x range. ``scenario_objects`` bind the
+    predictors that depend on the scenario (the oracle).
+    """
+    from toolkit.dims import QUANTILE, Y_GRID
+
+    y_grid = ds[Y_GRID].values if Y_GRID in ds.dims else None
+    by_name = {s.name: s for s in scenario_objects}
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4.6 * len(scenarios), 3.6), squeeze=False)
+    for ax, scenario in zip(axes[0], scenarios):
+        sub = ds.sel({SCENARIO: scenario}).isel({EPISODE: 0})
+        n = min(num_context, sub.sizes[POSITION] - 1)
+        x_ctx = sub["x"].isel({POSITION: slice(0, n)}).values  # (n, 1)
+        y_ctx = sub["y"].isel({POSITION: slice(0, n)}).values
+        x_all = ds["x"].sel({SCENARIO: scenario}).values
+        lo, hi = np.nanmin(x_all), np.nanmax(x_all)
+        x_query = np.linspace(lo, hi, num_query)[:, None]
+        episodes = query_episodes(x_ctx, y_ctx, x_query)
+        for name, predictor in predictors.items():
+            if hasattr(predictor, "bind"):
+                predictor = predictor.bind(prior, by_name.get(scenario), episodes) if scenario in by_name else None
+            if predictor is None:
+                continue
+            pred = predictor.predict(episodes, y_grid=y_grid).isel({POSITION: -1})
+            style = _style(str(name))
+            ax.plot(x_query[:, 0], pred["mean"].values, label=str(name), **style)
+            if "quantile_value" in pred and name != "oracle":
+                q = pred["quantile_value"]
+                ax.fill_between(x_query[:, 0], q.sel({QUANTILE: 0.05}).values, q.sel({QUANTILE: 0.95}).values,
+                                alpha=0.15, color=style.get("color"))
+        ax.plot(x_ctx[:, 0], y_ctx, "o", color="tab:orange", ms=3.5, label=f"{n} context points")
+        ax.set_title(str(scenario), fontsize=10)
+        ax.set_xlabel("x")
+    axes[0, 0].set_ylabel("y")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Predictive mean and 90 % band over x after the context (the oracle: the source's own mean)")
+    return _save(fig, path)
+
+
+__all__ = ["cross_entropy_figure", "squared_error_figure", "regression_band_figure", "query_episodes", "predictions_figure", "mixture_weight_figure", "implied_weight", "entropy_of_source"]

@@ -66,12 +66,50 @@ def verdict(value: float) -> str:
     return "sits between Bayes and the best fixed mixture"
 
 
+def regression_answer(metrics: xr.Dataset, *, learner: str = "learner") -> list[str]:
+    """One line per scenario: the learner's NLL and squared error beside Bayes', and how far its mean is from Bayes'."""
+    predictors = list(metrics[PREDICTOR].values)
+    lines = []
+    for s in metrics[SCENARIO].values:
+        m = metrics.sel({SCENARIO: s})
+        get = lambda var, n: float(m[var].sel({PREDICTOR: n})) if n in predictors and var in m else np.nan  # noqa: E731
+        line = (f"**{s}**: mean NLL over positions: learner {_fmt(get('cross_entropy_mean', learner))}, "
+                f"Bayes {_fmt(get('cross_entropy_mean', 'bayes'))} nats")
+        if "oracle" in predictors and np.isfinite(get("cross_entropy_mean", "oracle")):
+            line += f", oracle {_fmt(get('cross_entropy_mean', 'oracle'))}"
+        line += (f"; squared error / d: learner {_fmt(get('squared_error_mean', learner))}, "
+                 f"Bayes {_fmt(get('squared_error_mean', 'bayes'))}")
+        if "squared_error_to_reference_mean" in m:
+            line += f"; (learner mean − Bayes mean)² / d {_fmt(get('squared_error_to_reference_mean', learner), 5)}"
+        if "kl_from_reference_mean" in m:
+            line += f"; KL(bayes‖learner) on the y-grid {_fmt(get('kl_from_reference_mean', learner), 4)}"
+        lines.append(line + ".")
+    return lines
+
+
+def squared_error_table(metrics: xr.Dataset, scenario: str, positions: list[int]) -> str:
+    """Squared error / d of each predictor's mean at the chosen positions, and 90 % coverage (position mean)."""
+    positions = [p for p in positions if p in metrics[POSITION].values]
+    m = metrics.sel({SCENARIO: scenario})
+    rows = []
+    for name in metrics[PREDICTOR].values:
+        err = m["squared_error"].sel({PREDICTOR: name})
+        if np.all(np.isnan(err)):
+            continue
+        row = [str(name)] + [_fmt(err.sel({POSITION: p})) for p in positions]
+        row.append(_fmt(m["coverage_90_mean"].sel({PREDICTOR: name}), 3) if "coverage_90_mean" in m else "–")
+        rows.append(row)
+    return markdown_table(["predictor"] + [f"t={p}" for p in positions] + ["90 % coverage"], rows)
+
+
 def answer(ds: xr.Dataset, metrics: xr.Dataset, *, learner: str = "learner") -> list[str]:
     """One line per scenario: the learner's cross-entropy beside Bayes, the best mixture and H(q)."""
     lines = []
     predictors = list(metrics[PREDICTOR].values)
     if learner not in predictors:
         return ["No learner in this comparison."]
+    if "squared_error" in metrics:
+        return regression_answer(metrics, learner=learner)
     entropy = entropy_of_source(ds)
     for s in metrics[SCENARIO].values:
         m = metrics.sel({SCENARIO: s})
@@ -173,6 +211,8 @@ def write_report(
     for s in metrics[SCENARIO].values:
         desc = str(ds["scenario_description"].sel({SCENARIO: s}).values) if "scenario_description" in ds.coords else ""
         out += [f"### {s}", "", desc, "", cross_entropy_table(ds, metrics, str(s), positions), ""]
+        if "squared_error" in metrics:
+            out += ["Squared error of the predictive mean / d:", "", squared_error_table(metrics, str(s), positions), ""]
     out += mcmc_section(ds, metrics)
     if "relative_distance" in metrics and "learner" in metrics[PREDICTOR].values:
         out += [
@@ -194,4 +234,4 @@ def write_report(
     return "\n".join(out)
 
 
-__all__ = ["write_report", "answer", "cross_entropy_table", "relative_distance_table", "markdown_table", "mcmc_section"]
+__all__ = ["write_report", "answer", "regression_answer", "squared_error_table", "cross_entropy_table", "relative_distance_table", "markdown_table", "mcmc_section"]

@@ -74,12 +74,22 @@ def build_scenarios(cfg: RunConfig, prior):
     return scenarios
 
 
+def learner_architecture(cfg: RunConfig, prior) -> str:
+    """The main learner's architecture: as configured, else by the prior's kind."""
+    if cfg.learner.architecture is not None:
+        return cfg.learner.architecture
+    return "transformer" if prior.kind == "tokens" else "pfn"
+
+
 def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
     """Reuse a finished checkpoint whose config matches, else train (resuming from the newest checkpoint)."""
     import learners
 
-    model_cfg = learners.TransformerConfig.from_dict(cfg.learner.model)
-    train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
+    try:
+        model_cfg = model_config(learner_architecture(cfg, prior), cfg.learner.model)
+        train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
+    except MetabayesError as exc:
+        raise _in_context(exc, "learner") from None
     directory = out / "learner"
     if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True):
         predictor = learners.load(directory)
@@ -108,7 +118,9 @@ def model_config(architecture: str, values: dict):
         from learners.rnn import RNNConfig
 
         return RNNConfig.from_dict(values)
-    raise UnknownNameError("architecture", architecture, ("transformer", "rnn"))
+    if architecture == "pfn":
+        return learners.PFNConfig.from_dict(values)
+    raise UnknownNameError("architecture", architecture, ("transformer", "rnn", "pfn"))
 
 
 def learner_contexts(cfg: RunConfig) -> dict[str, int]:
@@ -187,6 +199,37 @@ def sample_all_completions(cfg: RunConfig, prior, scenarios, predictors: dict, l
     return sampled
 
 
+def _token_only(name: str, make):
+    def build(prior, **kwargs):
+        if prior.kind != "tokens":
+            raise ConfigError(f"evaluation.predictors: {name!r} is a token predictor; for a regression prior "
+                              "use ridge, least_squares, knn or averaging")
+        return make(prior, **kwargs)
+
+    return build
+
+
+def _regression_only(name: str, cls_name: str, defaults=lambda prior: {}):
+    def build(prior, cfg, **_):
+        if prior.kind != "regression":
+            raise ConfigError(f"evaluation.predictors: {name!r} is a regression baseline; for a tokens prior use frequency")
+        from toolkit import baselines
+
+        options = {**defaults(prior), **cfg.evaluation.predictor_options.get(name, {})}
+        try:
+            return getattr(baselines, cls_name)(**options, name=name)
+        except TypeError as exc:
+            raise ConfigError(f"evaluation.predictor_options.{name}: {exc}") from None
+
+    return build
+
+
+def _ridge_defaults(prior) -> dict:
+    """Ridge as Bayes under w ~ N(0, τ² I) with the prior's own τ and σ, when it has them (task pools, GMMs)."""
+    params = prior.params
+    return {k: float(params[k]) for k in ("tau", "sigma") if k in params}
+
+
 PREDICTOR_BUILDERS = {
     "bayes": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(prior),
     "bayes_mcmc": lambda prior, progress=True, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
@@ -194,9 +237,28 @@ PREDICTOR_BUILDERS = {
     ),
     "oracle": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).OraclePredictor(),
     "best_mixture": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).BestMixturePredictor(),
-    "frequency": lambda prior, **_: __import__("toolkit.baselines", fromlist=["x"]).FrequencyPredictor(prior.outcomes),
+    "frequency": _token_only(
+        "frequency", lambda prior, **_: __import__("toolkit.baselines", fromlist=["x"]).FrequencyPredictor(prior.outcomes)
+    ),
+    "ridge": _regression_only("ridge", "RidgePredictor", _ridge_defaults),
+    "least_squares": _regression_only("least_squares", "LeastSquaresPredictor"),
+    "knn": _regression_only("knn", "KNNPredictor"),
+    "averaging": _regression_only("averaging", "AveragingPredictor"),
     "learner": lambda prior, cfg, out, progress: train_learner(cfg, prior, out, progress=progress),
 }
+
+
+def regression_y_grid(cfg: RunConfig, prior) -> np.ndarray | None:
+    """The y-grid of a regression run: as configured, else the prior's 0.1 %–99.9 % range widened by half its width."""
+    if prior.kind != "regression":
+        return None
+    if cfg.evaluation.y_grid is not None:
+        g = cfg.evaluation.y_grid
+        return np.linspace(g.low, g.high, g.num)
+    y = prior.sample(jax.random.key(cfg.evaluation.seed), 4096, cfg.evaluation.length, jit=False).y
+    low, high = np.quantile(y, [0.001, 0.999])
+    pad = 0.5 * (high - low) if high > low else 1.0
+    return np.linspace(low - pad, high + pad, cfg.evaluation.num_y_grid)
 
 
 def build_predictors(cfg: RunConfig, prior, out: Path, *, progress: bool) -> dict:
@@ -253,10 +315,11 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
         attrs["inference_method"] = predictors["bayes"].engine
     inference_data: dict = {}
     t0 = time.perf_counter()
+    y_grid = regression_y_grid(cfg, prior)
     ds = compare(
         prior, scenarios, predictors,
         num_episodes=cfg.evaluation.num_episodes, length=cfg.evaluation.length,
-        key=jax.random.key(cfg.evaluation.seed), inference_data=inference_data, attrs=attrs,
+        key=jax.random.key(cfg.evaluation.seed), y_grid=y_grid, inference_data=inference_data, attrs=attrs,
     )
     groups = {"learner": "learner"} if learner is not None else {}
     groups.update({name: spec[0] for name, spec in learner_specs(cfg).items()})
@@ -302,6 +365,17 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
             if theta.size == 2:
                 figures["implied mixture weight"] = "figures/mixture_weight.png"
                 mixture_weight_figure(ds, focus, theta, out / figures["implied mixture weight"])
+    if prior.kind == "regression":
+        from comparisons.figures import regression_band_figure, squared_error_figure
+
+        figures["squared error against context size"] = "figures/squared_error.png"
+        squared_error_figure(metrics, out / figures["squared error against context size"])
+        if prior.x_dim == 1:
+            shown = [s for s in scenarios if s.kind == "misspecified"] or scenarios
+            figures["predictive mean and 90 % band over x"] = "figures/regression_bands.png"
+            drawn = {n: predictors[n] for n in ("bayes", "oracle", *learner_names) if n in predictors}
+            regression_band_figure(ds, drawn, [str(s.name) for s in shown[:4]],
+                                   out / figures["predictive mean and 90 % band over x"], prior=prior, scenario_objects=scenarios)
     if analysis is not None:
         from comparisons.anbn import adherence_figure, disagreement_figure
 
@@ -334,7 +408,7 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
     if learner is not None:
         info = attrs["learner"]
         run_info["learner"] = (
-            f"CausalTransformer {json.dumps(info.get('model', {}))}, {info.get('steps')} steps, "
+            f"{info.get('architecture', 'learner')} {json.dumps(info.get('model', {}))}, {info.get('steps')} steps, "
             f"trained in {info.get('wall_time_s', float('nan')):.0f} s"
         )
     sections, answer_lines = [], None

@@ -110,6 +110,31 @@ def cross_entropy(log_score, axis: Axis) -> np.ndarray:
     return _nanmean(-np.asarray(log_score, dtype=np.float64), axis)
 
 
+def squared_error(prediction, target, axis: Axis, *, scale: float = 1.0) -> np.ndarray:
+    """Mean of ``(prediction − target)² / scale`` over `axis`, ignoring NaN cells.
+
+    With ``scale = d`` (the number of features) and the predictive mean against
+    the realised y, this is the normalised squared error of Garg et al. (2022)
+    ("What can transformers learn in-context?", arXiv:2208.01066); against
+    another predictor's mean, how far two point predictions are apart.
+
+    Parameters
+    ----------
+    prediction, target : array_like, broadcastable
+    axis : int or tuple of int
+        Axis (or axes) averaged over, usually the episode axis.
+    scale : float
+        Divides every squared difference.
+
+    Examples
+    --------
+    >>> squared_error([[1.0, 2.0], [3.0, np.nan]], [[0.0, 0.0], [0.0, 0.0]], axis=0, scale=2.0)
+    array([2.5, 2. ])
+    """
+    prediction, target = np.broadcast_arrays(np.asarray(prediction, np.float64), np.asarray(target, np.float64))
+    return _nanmean((prediction - target) ** 2 / scale, axis)
+
+
 def excess_loss(log_score, ref_log_score, axis: Axis) -> np.ndarray:
     """Cross-entropy of a predictor minus that of a reference, on the same cells.
 
@@ -619,6 +644,18 @@ def xr_cross_entropy(log_score: xr.DataArray, dim: Dim = EPISODE) -> xr.DataArra
     return _reduce(cross_entropy, [log_score], dim, "cross_entropy")
 
 
+def xr_squared_error(
+    prediction: xr.DataArray, target: xr.DataArray, dim: Dim = EPISODE, *, scale: float = 1.0
+) -> xr.DataArray:
+    """`squared_error` over named dim(s), inputs broadcast by name; named ``squared_error``."""
+    dims = _dims(dim)
+    result = xr.apply_ufunc(
+        squared_error, prediction, target, input_core_dims=[dims] * 2, join="exact", keep_attrs=False,
+        kwargs={"axis": tuple(range(-len(dims), 0)), "scale": scale},
+    )
+    return result.rename("squared_error")
+
+
 def xr_excess_loss(log_score: xr.DataArray, ref_log_score: xr.DataArray, dim: Dim = EPISODE) -> xr.DataArray:
     """`excess_loss` over named dim(s); the inputs broadcast by name and must share coordinates.
 
@@ -790,6 +827,7 @@ __all__ = [
     "num_defined",
     "cross_entropy",
     "excess_loss",
+    "squared_error",
     "bootstrap_interval",
     "cross_entropy_interval",
     "kl_divergence",
@@ -804,6 +842,7 @@ __all__ = [
     "xr_num_defined",
     "xr_cross_entropy",
     "xr_excess_loss",
+    "xr_squared_error",
     "xr_bootstrap_interval",
     "xr_cross_entropy_interval",
     "xr_kl_divergence",

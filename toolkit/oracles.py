@@ -14,12 +14,13 @@ import numpy as np
 import xarray as xr
 from numpyro import handlers
 
-from .dims import X_SITE, Y_SITE
+from .dims import QUANTILES, X_SITE, Y_SITE
 from .enumeration import latent_grid
 from .episodes import Episodes
 from .errors import ModelError
-from .predictive import token_predictions
+from .predictive import regression_predictions, token_predictions
 from .prior import Prior
+from .regression import quantiles_from_cdf
 
 
 def _site_log_prob_table(prior: Prior, length: int, values: dict, x=None):
@@ -67,7 +68,7 @@ class OraclePredictor:
         if self.source is None:
             raise ModelError("the oracle needs a scenario's source; call bind(prior, scenario, episodes) first")
         if self.source.kind != "tokens":
-            raise ModelError("the oracle for regression scenarios is not implemented yet")
+            return self._predict_regression(episodes, y_grid)
         names = list(self.source.latent_sites())
         values = {n: jnp.asarray(episodes.latents[n]) for n in names}
         if not names:
@@ -76,6 +77,43 @@ class OraclePredictor:
         else:
             log_prob = _site_log_prob_table(self.source, episodes.length, values)
         return token_predictions(log_prob, episodes, self.source.outcomes)
+
+    def _predict_regression(self, episodes: Episodes, y_grid) -> xr.Dataset:
+        """p_q(y_t | the episode's true latents, x_t): the y site's distribution with latents and x substituted."""
+        if episodes.x is None:
+            raise ModelError("the regression oracle needs the episodes' inputs x")
+        source, length = self.source, episodes.length
+        values = {n: jnp.asarray(episodes.latents[n]) for n in source.latent_sites()}
+        grid = jnp.zeros((0,)) if y_grid is None else jnp.asarray(y_grid, dtype=jnp.float64)
+        levels = jnp.asarray(QUANTILES)
+
+        def one(v, x_e, y_e):
+            model = handlers.substitute(handlers.seed(source.model, jax.random.key(0)), data=v)
+            fn = handlers.trace(model).get_trace(length, x=x_e, y=None)[Y_SITE]["fn"]
+            fn = fn if tuple(fn.batch_shape) == (length,) else fn.expand((length,))
+            out = {
+                "log_score": fn.log_prob(y_e),
+                "mean": fn.mean,
+                "variance": fn.variance,
+                "grid_log_density": fn.log_prob(grid[:, None]).T,  # (position, y_grid)
+                "grid_cdf": fn.cdf(grid[:, None]).T,
+            }
+            try:
+                out["quantile_value"] = fn.icdf(levels[:, None]).T  # (position, quantile)
+            except NotImplementedError:
+                pass
+            return out
+
+        # run once per scenario: op by op, rather than compiling a program used once
+        out = jax.vmap(one)(values, jnp.asarray(episodes.x, jnp.float64), jnp.asarray(episodes.y, jnp.float64))
+        out = {k: np.asarray(v) for k, v in out.items()}
+        if "quantile_value" not in out and y_grid is not None:
+            out["quantile_value"] = quantiles_from_cdf(np.asarray(y_grid), out["grid_cdf"])
+        return regression_predictions(
+            log_score=out["log_score"], mean=out["mean"], variance=out["variance"],
+            quantile_value=out.get("quantile_value"),
+            grid_log_density=out["grid_log_density"] if y_grid is not None else None, y_grid=y_grid,
+        )
 
 
 def fit_mixture_weights(component_log_prob: np.ndarray, target: np.ndarray, *, tol=1e-12, max_iter=20_000):

@@ -146,13 +146,19 @@ class Prior:
         return {n: s for n, s in self.sites(length).items() if n not in (Y_SITE, X_SITE) and s.in_position_plate}
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, key, num_episodes: int, length: int) -> Episodes:
+    def sample(self, key, num_episodes: int, length: int, *, jit: bool = True) -> Episodes:
         """Draw ``num_episodes`` sequences of ``length`` in one jitted, vmapped trace.
 
         Parameters
         ----------
         key : jax.random key
         num_episodes, length : int
+        jit : bool
+            Compile the vmapped trace (once per model and length: the way for
+            training, which samples thousands of batches). ``False`` runs the
+            same vmapped trace op by op, which skips XLA compiling a program
+            that is used once (evaluation episodes of a scenario's source):
+            seconds saved per prior, the same random draws.
 
         Returns
         -------
@@ -163,7 +169,8 @@ class Prior:
         """
         if num_episodes < 1 or length < 1:
             raise ModelError(f"num_episodes and length must be positive, got {num_episodes} and {length}")
-        out = _sampler(self, int(length))(jax.random.split(key, int(num_episodes)))
+        sampler = _sampler(self, int(length)) if jit else jax.vmap(_sample_one(self.model, self.kind, int(length)))
+        out = sampler(jax.random.split(key, int(num_episodes)))
         out = jax.device_get(out)
         y = np.asarray(out.pop(Y_SITE))
         x = out.pop(X_SITE, None)
@@ -192,8 +199,9 @@ def _site_table(prior: Prior, length: int) -> dict[str, SiteInfo]:
     return check_sites(site_table(model_trace(prior, length), length), length)
 
 
-@lru_cache(maxsize=64)
-def _sampler_cached(model, kind: str, length: int):
+def _sample_one(model, kind: str, length: int):
+    """``key -> {site: value}``: one episode's y, x and global latents from one trace."""
+
     def one(key):
         kwargs = {"y": None} if kind == "tokens" else {"x": None, "y": None}
         tr = handlers.trace(handlers.seed(model, key)).get_trace(length, **kwargs)
@@ -207,7 +215,12 @@ def _sampler_cached(model, kind: str, length: int):
                 out[name] = site["value"]
         return out
 
-    return jax.jit(jax.vmap(one))
+    return one
+
+
+@lru_cache(maxsize=64)
+def _sampler_cached(model, kind: str, length: int):
+    return jax.jit(jax.vmap(_sample_one(model, kind, length)))
 
 
 def _sampler(prior: Prior, length: int):

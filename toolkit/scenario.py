@@ -89,7 +89,7 @@ class Scenario:
                 y[i, : len(p)] = p
                 mask[i, : len(p)] = True
             return Episodes(y=y, mask=mask)
-        return self.source.sample(key, num_episodes, length)
+        return self.source.sample(key, num_episodes, length, jit=False)  # sampled once: not worth compiling
 
 
 def scenario_grid(

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from . import metrics
-from .dims import EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO, Y_GRID
+from .dims import EPISODE, FEATURE, OUTCOME, POSITION, PREDICTOR, QUANTILE, SCENARIO, Y_GRID
 
 
 # Below this Jensen-Shannon distance the two references count as equal (relative distance NaN).
@@ -82,7 +82,12 @@ def metrics_dataset(
         outcomes, on the y-grid for regression), ``excess_loss``; with both
         references: ``js_distance_to_reference``,
         ``js_distance_to_mixture`` (mean Jensen–Shannon distance, sqrt(JS)) and
-        ``relative_distance`` (in [−1, 1] by the triangle inequality); and position means ``*_mean`` (predictor, scenario).
+        ``relative_distance`` (in [−1, 1] by the triangle inequality); for
+        regression ``squared_error`` (of the predictive mean against y_t,
+        divided by the number of features d), ``squared_error_to_reference``
+        (against the reference's mean, / d), ``coverage_50`` and
+        ``coverage_90`` (of the central quantile intervals); and position
+        means ``*_mean`` (predictor, scenario).
     """
     valid = evaluation_mask(ds)
     score = ds["log_score"].where(ds["mask"]) if "mask" in ds else ds["log_score"]
@@ -124,13 +129,50 @@ def metrics_dataset(
                     "d = mean over episodes of the Jensen-Shannon distance sqrt(JS)",
                     "meaning": f"-1: predicts like {reference}; +1: predicts like {mixture}",
                 }
-    for name in ("cross_entropy", "kl_from_reference", "excess_loss"):
+    if "mean" in ds:
+        out = out.merge(_regression_metrics(ds, reference if reference in predictors else None))
+    for name in ("cross_entropy", "kl_from_reference", "excess_loss", *REGRESSION_AVERAGED):
         if name in out:
             out[f"{name}_mean"] = metrics.xr_cross_entropy(-out[name], POSITION)
     out.attrs = {"reference": reference, "mixture": mixture, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
     if "r_hat" in ds:
         out = _with_mcmc_flags(out, ds, valid)
     return out.transpose(PREDICTOR, SCENARIO, ...)
+
+
+# Regression metrics that also get a position mean ``*_mean``.
+REGRESSION_AVERAGED = ("squared_error", "squared_error_to_reference", "coverage_50", "coverage_90")
+
+
+def _regression_metrics(ds: xr.Dataset, reference: str | None) -> xr.Dataset:
+    """Squared errors of the predictive mean (divided by d) and coverage of the central intervals.
+
+    Only cells with a realised y count (padding never does); a point
+    predictor's NaN quantiles leave its coverage NaN.
+    """
+    d = ds.sizes.get(FEATURE, 1)
+    y = ds["y"].where(ds["mask"]) if "mask" in ds else ds["y"]
+    mean = ds["mean"]
+    out = xr.Dataset()
+    out["squared_error"] = metrics.xr_squared_error(mean, y, EPISODE, scale=d)
+    out["squared_error"].attrs = {
+        "long_name": "mean over episodes of (predictive mean - y_t)^2 / d, d = number of features",
+    }
+    if reference is not None:
+        ref = mean.sel({PREDICTOR: reference}, drop=True)
+        out["squared_error_to_reference"] = metrics.xr_squared_error(mean, ref.where(y.notnull()), EPISODE, scale=d)
+        out["squared_error_to_reference"].attrs = {
+            "long_name": f"mean over episodes of (predictive mean - {reference}'s mean)^2 / d",
+        }
+    if "quantile_value" in ds:
+        q = ds["quantile_value"]
+        levels = [float(v) for v in q[QUANTILE].values]
+        for name, (lo, hi) in {"coverage_50": (0.25, 0.75), "coverage_90": (0.05, 0.95)}.items():
+            if lo in levels and hi in levels:
+                out[name] = metrics.xr_coverage(y, q.sel({QUANTILE: lo}, drop=True), q.sel({QUANTILE: hi}, drop=True))
+                out[name].attrs = {"long_name": f"fraction of y_t inside the central {round((hi - lo) * 100)} % "
+                                                 f"interval (quantiles {lo}-{hi})"}
+    return out
 
 
 def _with_mcmc_flags(out: xr.Dataset, ds: xr.Dataset, valid: xr.DataArray) -> xr.Dataset:

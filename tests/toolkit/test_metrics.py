@@ -610,3 +610,23 @@ def test_all_is_exported():
     assert sorted(metrics.__all__) == sorted(set(metrics.__all__))
     for name in metrics.__all__:
         assert hasattr(metrics, name)
+
+
+# --------------------------------------------------------------------------- squared error
+
+
+def test_squared_error_matches_plain_numpy(rng):
+    pred = with_nans(rng, rng.normal(size=(30, 4)), 0.1)
+    target = rng.normal(size=(30, 4))
+    expected = [np.mean([(p - t) ** 2 / 5 for p, t in zip(pred[:, j], target[:, j]) if not np.isnan(p)]) for j in range(4)]
+    np.testing.assert_allclose(metrics.squared_error(pred, target, 0, scale=5.0), expected, rtol=1e-12)
+    assert np.isnan(metrics.squared_error(np.full(3, np.nan), np.zeros(3), 0))
+
+
+def test_xr_squared_error_matches_numpy(rng):
+    dims, coords = (SCENARIO, EPISODE, POSITION), {SCENARIO: SCENARIOS, EPISODE: np.arange(40)}
+    pred = xr.DataArray(with_nans(rng, rng.normal(size=(2, 40, 3)), 0.1), dims=dims, coords=coords)
+    target = xr.DataArray(rng.normal(size=(2, 40, 3)), dims=dims, coords=coords)
+    result = metrics.xr_squared_error(pred, target, scale=3.0)
+    expected = metrics.squared_error(pred.to_numpy(), target.to_numpy(), 1, scale=3.0)
+    xr.testing.assert_allclose(result, expected_array(expected, pred, [EPISODE], "squared_error"))
