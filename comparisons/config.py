@@ -127,6 +127,13 @@ class RunConfig(Strict):
     anbn: AnbnConfig | None = None  # add the aⁿbⁿ prompt sets and analysis
     torch_threads: int | None = Field(None, gt=0)  # torch's intra-op threads for this run; None = torch's default
 
+    @field_validator("scenarios")
+    @classmethod
+    def _some_scenario(cls, scenarios):
+        if not scenarios:
+            raise ValueError('no scenarios; add at least one, e.g. [scenarios.in_distribution] kind = "in_distribution"')
+        return scenarios
+
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"a.b=value"`` -> (["a", "b"], value), the value read as a TOML literal (bare words stay strings)."""

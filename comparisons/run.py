@@ -76,9 +76,14 @@ def build_scenarios(cfg: RunConfig, prior):
 
 def learner_architecture(cfg: RunConfig, prior) -> str:
     """The main learner's architecture: as configured, else by the prior's kind."""
-    if cfg.learner.architecture is not None:
-        return cfg.learner.architecture
-    return "transformer" if prior.kind == "tokens" else "pfn"
+    default = "transformer" if prior.kind == "tokens" else "pfn"
+    chosen = cfg.learner.architecture or default
+    if (chosen == "pfn") != (prior.kind == "regression"):
+        fix = 'architecture = "pfn" (the regression learner)' if prior.kind == "regression" else (
+            'architecture = "transformer" or "rnn"')
+        raise ConfigError(f"learner.architecture = {chosen!r} does not fit prior {prior.name!r}, a {prior.kind} prior; "
+                          f"set [learner] {fix}, or leave it out")
+    return chosen
 
 
 def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
@@ -86,7 +91,7 @@ def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
     import learners
 
     try:
-        model_cfg = model_config(learner_architecture(cfg, prior), cfg.learner.model)
+        model_cfg = model_config(learner_architecture(cfg, prior), cfg.learner.model)  # checks it fits the prior
         train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
     except MetabayesError as exc:
         raise _in_context(exc, "learner") from None

@@ -25,6 +25,13 @@ from .errors import (
 from .predictive import Predictor, regression_predictions, token_predictions
 from .prior import Prior
 from .registry import available_priors, get_prior, load_prior, register_prior
+from .baselines import (  # noqa: E402
+    AveragingPredictor,
+    FrequencyPredictor,
+    KNNPredictor,
+    LeastSquaresPredictor,
+    RidgePredictor,
+)
 from .bayes import bayes_predictor  # noqa: E402
 from .compare import compare  # noqa: E402
 from .io import open_results  # noqa: E402
@@ -38,6 +45,11 @@ __all__ = [
     "Episodes",
     "Prior",
     "bayes_predictor",
+    "FrequencyPredictor",
+    "RidgePredictor",
+    "LeastSquaresPredictor",
+    "KNNPredictor",
+    "AveragingPredictor",
     "compare",
     "open_results",
     "Scenario",

@@ -16,8 +16,10 @@ import priors
 from toolkit import Prior
 from toolkit.bayes import ENGINES, bayes_predictor, select_engine
 from toolkit.dims import EPISODE, OUTCOME, POSITION
+from toolkit.enumeration import latent_grid
 
 NUM_EPISODES, LENGTH = 8, 8
+LARGE_SUPPORT = 10**5  # enumerated latent values above which the Bayes checks here are left to the prior's own tests
 NAMES = priors.available()
 
 
@@ -36,6 +38,9 @@ def bayes_case(case):
     engine = select_engine(prior)
     if engine == "mcmc":
         pytest.skip(f"{name}: Bayes by MCMC; exact-vs-MCMC checks live in the MCMC engine's tests")
+    if engine == "enumeration" and (size := latent_grid(prior, allow_local=True).size) > LARGE_SUPPORT:
+        pytest.skip(f"{name}: {size} latents cost minutes on a covering y-grid; the same factory's exact Bayes is "
+                    "checked on small grids against numpy in tests/priors/test_grid_priors.py")
     bayes = bayes_predictor(prior)
     pred = bayes.predict(episodes)
     if prior.kind == "regression":
