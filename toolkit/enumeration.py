@@ -4,7 +4,10 @@ Cumulative path. For a model whose observations are i.i.d. given global
 latents with finite support, one vectorised trace per latent value gives the
 pointwise log-likelihood ``l[k, episode, t]``; cumulative sums over t give the
 log posterior weight of every latent value for every prefix at once, O(K·T)
-per episode. The predictive mixes the per-latent predictives with those
+per episode. When every latent's p(y_t | k) is the same at every position (tokens),
+the outcome counts of y_<t are sufficient: the sums run over the distinct count
+vectors of the contexts, one exp per (distinct context, latent). Regression
+runs one compiled scan over fixed-size latent chunks. The predictive mixes the per-latent predictives with those
 weights. The latent axis is processed in chunks with running log-sum-exp
 accumulators, so 10⁶–10⁷ latent values fit in memory. Everything runs in float64.
 
@@ -21,14 +24,16 @@ p(y_<t): O(K·T²·V) per episode, so any finite-latent model works, if more slo
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import logsumexp
+import numpyro.distributions as dist
+from jax.scipy.special import logsumexp, ndtr
 from numpyro import handlers
 from numpyro.primitives import Messenger
 
@@ -198,32 +203,94 @@ def _exclusive_cumsum(lik):
     return jnp.concatenate([jnp.zeros_like(total[..., :1]), total[..., :-1]], axis=-1)
 
 
-def _chunks(total: int, per_item: int, chunk_elements: int):
-    step = max(1, chunk_elements // max(per_item, 1))
-    for start in range(0, total, step):
-        yield np.arange(start, min(total, start + step))
+def _context_counts(y: np.ndarray, observed: np.ndarray, num_outcomes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct outcome counts of the contexts y_<t, and which one each (episode, position) has.
+
+    Returns ``counts (context, outcome)``: n_v(y_<t), masked positions not counted, each distinct count
+    vector once; and ``index (episode, position)`` into it. When every latent's p(y_t | k) is the same
+    at every position, the counts are a sufficient statistic: log p(k, y_<t) = log p(k) + Σ_v n_v log p_k(v).
+    """
+    num_episodes, length = y.shape
+    tokens = np.where(observed, y, 0).astype(np.int64)
+    base = max(length, 2)  # an exclusive count is at most T - 1
+    if num_outcomes * math.log2(base) < 62:  # a count vector fits one int64 key, written in base T
+        step = np.where(observed, base**tokens, 0)  # y_t = v adds base**v
+        key = (np.cumsum(step, axis=1) - step).reshape(-1)  # the context before t
+        if base**num_outcomes <= 4 * key.size:  # few possible keys: mark them, no sort
+            present = np.zeros(base**num_outcomes, bool)
+            present[key] = True
+            unique = np.flatnonzero(present)
+            index = (np.cumsum(present) - 1)[key]
+        else:
+            unique, index = np.unique(key, return_inverse=True)
+        counts = (unique[:, None] // base ** np.arange(num_outcomes)) % base
+    else:
+        onehot = (tokens[..., None] == np.arange(num_outcomes)) & observed[..., None]
+        counts = np.cumsum(onehot, axis=1, dtype=np.int64) - onehot
+        counts, index = np.unique(counts.reshape(-1, num_outcomes), axis=0, return_inverse=True)
+    return counts.astype(np.float64), index.reshape(num_episodes, length)
+
+
+def _token_chunks(grid: LatentGrid, size: int, start: int = 0):
+    """``(first, values, valid)`` for fixed-size chunks of the joint grid from ``start``, as numpy arrays.
+
+    The last chunk is padded with index 0 and ``valid`` False, so every chunk shares one compilation.
+    """
+    for first in range(start, grid.size, size):
+        index = np.arange(first, first + size)
+        valid = index < grid.size
+        yield first, grid.values(np.where(valid, index, 0)), valid
 
 
 @lru_cache(maxsize=32)
 def _component_table_fn(prior: Prior, length: int):
-    """``table(values) -> (log_prior (k,), log p(y_t = v | k) (k, position, outcome))``, compiled once per prior."""
-    trace_at = _component_fn(prior, length)
-    outcomes = jnp.arange(prior.num_outcomes)[:, None]
+    """``table(values, valid) -> (log_prior (k,), log p(y_t = v | k) (k, position, outcome))``, compiled once per prior.
 
-    @jax.jit
-    def component_table(values):
+    Padded latents (``valid`` False) get log prior -inf, so they weigh nothing. The program runs on
+    k·T·V numbers per chunk, next to the accumulation's k·contexts, so it is compiled without LLVM's
+    optimisation passes: half the compile time, no measurable run time.
+    """
+    trace_at = _component_fn(prior, length)
+    outcomes = np.arange(prior.num_outcomes)[:, None]
+
+    @partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+    def component_table(values, valid):
         def one(v):
             log_prior, fn = trace_at(v, None)
             return log_prior, fn.log_prob(outcomes).T  # (position, outcome)
 
-        return jax.vmap(one)(values)
+        log_prior, table = jax.vmap(one)(values)
+        return jnp.where(valid, log_prior, -jnp.inf), table
 
     return component_table
 
 
+def _accumulate_counts(carry, log_prior, log_p, counts):
+    """Fold a chunk of latents whose p(y_t | k) = p_k does not depend on t into running sums per context.
+
+    ``log_prior (k,)``, ``log_p (k, outcome)``, ``counts (outcome, context)`` (`_context_counts`', transposed):
+    log p(k, y_<t) = log p(k) + Σ_v n_v log p_k(v), then the fold of `_accumulate_tokens`. In numpy, with
+    no compilation (which would take several times as long as the fold on a first call); ``einsum``,
+    not ``@``: these products have an inner dimension of V or k, where BLAS's threads only cost.
+    """
+    shift, num, den = carry
+    finite = np.isfinite(log_p)
+    log_w = np.einsum("kv,vc->kc", np.where(finite, log_p, 0.0), counts)  # (k, context)
+    log_w += log_prior[:, None]
+    if not finite.all():  # n_v log p_k(v) with p_k(v) = 0: -inf once v has been seen (not 0 · -inf = NaN)
+        log_w[np.einsum("kv,vc->kc", (~finite).astype(np.float64), (counts > 0).astype(np.float64)) > 0] = -np.inf
+    new_shift = np.maximum(shift, log_w.max(axis=0))
+    safe = np.where(np.isfinite(new_shift), new_shift, 0.0)  # an impossible context keeps zero sums
+    rescale = np.exp(shift - safe)
+    log_w -= safe
+    w = np.exp(log_w, out=log_w)
+    mixed = np.einsum("kc,kv->vc", w, np.exp(log_p)).T  # (context, outcome); this order runs fastest
+    return new_shift, num * rescale[:, None] + mixed, den * rescale + w.sum(axis=0)
+
+
 @jax.jit
 def _accumulate_tokens(carry, log_prior, table, y, observed):
-    """Fold one chunk of latents into running sums, rescaled to a running max of the log weights.
+    """Fold a chunk of latents over every (episode, position), rescaled to a running max of the log weights.
 
     ``num[e, t, v] = Σ_k exp(log_w[k, e, t] − shift[e, t]) p_k(v)`` and ``den = Σ_k exp(log_w − shift)``:
     one exp over (k, episode, position) and a contraction over k, rather than a log-sum-exp over
@@ -243,95 +310,219 @@ def _accumulate_tokens(carry, log_prior, table, y, observed):
 
 
 def _enumerate_tokens(prior: Prior, episodes: Episodes, grid: LatentGrid, chunk_elements: int):
+    """Cumulative path for tokens: one table and one accumulation call per chunk of latents.
+
+    While every latent's p(y_t | k) is the same at every position (checked on each chunk's table), the
+    sums run over the distinct count vectors of the contexts (`_context_counts`): one exp per
+    (distinct context, latent), no cumulative sum. From the first chunk whose table depends on the
+    position, they run over every (episode, position) by cumulative sums of log p(y_t | k).
+    """
     num_episodes, length = episodes.y.shape
+    num_outcomes = prior.num_outcomes
     component_table = _component_table_fn(prior, length)
-    y = jnp.asarray(episodes.y)
-    observed = jnp.ones(y.shape, bool) if episodes.mask is None else jnp.asarray(episodes.mask)
-    carry = (
-        jnp.full((num_episodes, length), -jnp.inf),
-        jnp.zeros((num_episodes, length, prior.num_outcomes)),
-        jnp.zeros((num_episodes, length)),
-    )
-    for index in _chunks(grid.size, num_episodes * length, chunk_elements):
-        values = {n: jnp.asarray(v) for n, v in grid.values(index).items()}
-        log_prior, table = component_table(values)
-        carry = _accumulate_tokens(carry, log_prior, table, y, observed)
+    y = np.asarray(episodes.y)
+    observed = np.ones(y.shape, bool) if episodes.mask is None else np.asarray(episodes.mask, bool)
+    counts, index = _context_counts(y, observed, num_outcomes)
+    contexts = counts.shape[0]
+    counts = np.ascontiguousarray(counts.T)  # (outcome, context)
+    carry = (np.full(contexts, -np.inf), np.zeros((contexts, num_outcomes)), np.zeros(contexts))
+    # a chunk's largest arrays: log weights (k, context) and the table (k, position, outcome)
+    per_chunk = int(min(grid.size, max(1, chunk_elements // max(contexts, length * num_outcomes, 1))))
+    by_cell = None  # the first latent whose table depends on the position
+    for first, values, valid in _token_chunks(grid, per_chunk):
+        log_prior, table = (np.asarray(a) for a in component_table(values, valid))
+        if not np.array_equal(table, np.broadcast_to(table[:, :1], table.shape)):
+            by_cell = first
+            break
+        carry = _accumulate_counts(carry, log_prior, table[:, 0], counts)
+    if by_cell is not None:
+        carry = tuple(np.asarray(a)[index] for a in carry)  # each cell takes its context's sums so far
+        safe_y = np.where(observed, y, 0).astype(np.int64)
+        per_chunk = int(min(grid.size, max(1, chunk_elements // max(num_episodes * length, length * num_outcomes, 1))))
+        for _, values, valid in _token_chunks(grid, per_chunk, start=by_cell):
+            log_prior, table = component_table(values, valid)
+            carry = _accumulate_tokens(carry, log_prior, table, safe_y, observed)
     shift, num, den = (np.asarray(a) for a in carry)
     defined = den > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         log_prob = np.where(defined[..., None], np.log(num) - np.log(den)[..., None], np.nan)
         log_evidence = np.where(defined, np.log(den) + shift, -np.inf)
+    if by_cell is None:  # sums per distinct context: each cell takes its context's
+        log_prob, log_evidence = log_prob[index], log_evidence[index]
     return {"log_prob": log_prob, "log_evidence": log_evidence}
 
 
-def _enumerate_regression(prior, episodes, grid, y_grid, chunk_elements):
+def _enumerate_regression(prior: Prior, episodes: Episodes, grid: LatentGrid, y_grid, chunk_elements: int):
+    """Cumulative path for real y: compiled scans over chunks of latents with running sums.
+
+    ``L[k, e, s] = log p(k, y_<s)`` for the T + 1 prefix lengths s = 0..T, one exp each, rescaled to a
+    running max over k; every output is a ratio of sums over k of the weights ``w = exp(L − shift)``:
+    p(y_<t) is the sum at s = t; p(y_t | y_<t) the sum at t + 1 over the sum at t (so a y_t far from
+    every component gets its exact log score, not an underflowed exp); the moments, the grid density
+    and the CDF are the w-weighted sums of each latent's own mean, variance, density and CDF. Exact:
+    nothing is binned, and only float64 rounding separates it from the sum over every latent.
+    """
     num_episodes, length = episodes.y.shape
-    trace_at = _component_fn(prior, length)
-    grid_pts = jnp.zeros((0,)) if y_grid is None else jnp.asarray(y_grid, dtype=jnp.float64)
-    num_grid = int(grid_pts.shape[0])
+    points = np.zeros((0,)) if y_grid is None else np.asarray(y_grid, dtype=np.float64).reshape(-1)
+    num_grid = int(points.shape[0])
+    if episodes.x is None:
+        raise ModelError("regression enumeration needs episodes with x (episode, position, feature)")
     y = jnp.asarray(episodes.y, dtype=jnp.float64)
     x = jnp.asarray(episodes.x, dtype=jnp.float64)
+    if len(prior.sites(3)[X_SITE].shape) == 1:
+        x = x[..., 0]  # the model's x site is (position,): one feature, no feature dim
+    observed = np.ones(y.shape, bool) if episodes.mask is None else np.asarray(episodes.mask, bool)
+    normal = _normal_parts(model_trace(prior, length)[Y_SITE]["fn"]) is not None
+    # one latent's largest intermediates: its (episode, position) tables, and per position its grid terms
+    # (episode, y_grid) for a Normal y, or its whole (episode, position, y_grid) tables otherwise
+    per_latent = num_episodes * (length + 1) * (4 if normal else 3 + 2 * num_grid)
+    latents_per_chunk = int(min(grid.size, max(1, chunk_elements // per_latent)))
+    num_chunks = -(-grid.size // latents_per_chunk)
+    accumulate = _regression_accumulator_fn(prior, length, grid.names, grid.sizes, latents_per_chunk, normal)
+    supports = tuple(jnp.asarray(grid.supports[n]) for n in grid.names)
+    data = (x, y, jnp.asarray(observed), jnp.asarray(points))
+    # XLA runs one fusion on one core: independent runs over interleaved halves of the chunks use both
+    parts = [np.arange(i, num_chunks, REGRESSION_THREADS) * latents_per_chunk for i in range(REGRESSION_THREADS)]
+    parts = [p for p in parts if len(p)]
+    runs = [accumulate(supports, *data, jnp.asarray(p)) for p in parts]  # dispatched at once, run side by side
+    shift, den, m1, m2, pdf, cdf = _merge_sums([[np.asarray(a) for a in run] for run in runs])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_den = np.where(den > 0, np.log(den) + shift, -np.inf)  # log p(y_<s), s = 0..T
+        before = den[:, :length]
+        nan = np.where(before > 0, 0.0, np.nan)  # a context of probability zero: undefined, not guessed
+        mean = m1 / before
+        out = {
+            "log_score": np.where(observed, log_den[:, 1:] - log_den[:, :-1], np.nan) + nan,
+            "mean": mean + nan,
+            "variance": m2 / before - mean**2 + nan,
+            "log_evidence": log_den[:, :length],
+        }
+        if num_grid:
+            out["grid_log_density"] = np.log(pdf / before[..., None]) + nan[..., None]
+            out["grid_cdf"] = cdf / before[..., None] + nan[..., None]
+    return out
+
+
+# Concurrent runs of the regression accumulator (each over its share of the latent chunks).
+REGRESSION_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def _merge_sums(runs):
+    """Combine running sums taken with different shifts: rescale each to the common max."""
+    shifts = np.stack([r[0] for r in runs])  # (run, episode, T + 1)
+    shift = np.max(shifts, axis=0)
+    safe = np.where(np.isfinite(shift), shift, 0.0)
+    with np.errstate(invalid="ignore"):
+        scales = np.where(np.isfinite(shifts), np.exp(shifts - safe), 0.0)
+    merged = [shift]
+    for i in range(1, len(runs[0])):
+        total = 0.0
+        for r, scale in zip(runs, scales):
+            s = scale[:, : r[i].shape[1]]
+            total = total + r[i] * s.reshape(s.shape + (1,) * (r[i].ndim - 2))
+        merged.append(total)
+    return merged
+
+
+def _normal_parts(fn):
+    """``(loc, scale)`` when ``fn`` is a Normal (possibly expanded by the position plate), else None."""
+    while isinstance(fn, dist.ExpandedDistribution):
+        fn = fn.base_dist
+    return (fn.loc, fn.scale) if type(fn) is dist.Normal else None
+
+
+@lru_cache(maxsize=32)
+def _regression_accumulator_fn(prior: Prior, length: int, names, sizes, latents_per_chunk: int, normal: bool):
+    """``accumulate(supports, x, y, observed, points, starts)`` -> running sums, compiled once per prior and shape.
+
+    Returns ``shift (episode, T + 1)``, the max over latents of ``L = log p(k, y_<s)``, and the sums over
+    latents of ``w = exp(L − shift)``: ``den (episode, T + 1)``; ``m1``, ``m2 (episode, T)`` of w·mean and
+    w·(variance + mean²); ``pdf``, ``cdf (episode, T, y_grid)`` of w·density and w·CDF at the grid points.
+    A ``lax.scan`` runs over the chunks starting at ``starts`` (fixed-size blocks of the joint index, the
+    last padded with zero weight) and, inside each, over the prefix lengths, so the latent axis is the
+    contiguous one that every reduction runs along, and nothing larger than one chunk's
+    (episode, T + 1, k) tables exists.
+    """
+    trace_at = _component_fn(prior, length)
+    total = math.prod(sizes)
+
+    def tables(values, x_e, y_e, points):  # one latent, one episode: log prior and (position[, y_grid]) tables
+        log_prior, fn = trace_at(values, x_e)
+        shape = (length,)
+        out = {
+            "lik": fn.log_prob(y_e),
+            "mean": jnp.broadcast_to(fn.mean, shape),
+            "var": jnp.broadcast_to(fn.variance, shape),
+        }
+        parts = _normal_parts(fn)
+        if normal:
+            if parts is None:
+                raise ModelError("the model's y site changed distribution between traces; it must stay a Normal")
+            out["loc"], out["scale"] = (jnp.broadcast_to(p, shape) for p in parts)
+        elif points.shape[0]:
+            g = points[:, None]
+            out["density"], out["cdf"] = jnp.exp(fn.log_prob(g)).T, fn.cdf(g).T  # (position, y_grid)
+        return log_prior, out
+
+    def grid_terms(t, tab, points):  # density and CDF at the grid points of every (episode, latent): (e, g, k)
+        if normal:
+            loc, scale = tab["loc"][:, t, None, :], tab["scale"][:, t, None, :]
+            z = (points[None, :, None] - loc) / scale
+            return jnp.exp(-0.5 * z**2) / (scale * math.sqrt(2 * math.pi)), ndtr(z)
+        return tab["density"][:, t], tab["cdf"][:, t]  # tables (e, t, g, k)
 
     @jax.jit
-    def chunk_stats(values):
-        def per_latent(v):
-            def per_episode(x_e, y_e):
-                log_prior, fn = trace_at(v, x_e)
-                lik = fn.log_prob(y_e)  # (position,)
-                mean, var = fn.mean, fn.variance
-                grid_lp = fn.log_prob(grid_pts[:, None]).T if num_grid else jnp.zeros((length, 0))
-                grid_cdf = fn.cdf(grid_pts[:, None]).T if num_grid else jnp.zeros((length, 0))
-                return log_prior, lik, jnp.broadcast_to(mean, (length,)), jnp.broadcast_to(var, (length,)), grid_lp, grid_cdf
+    def accumulate(supports, x, y, observed, points, starts):
+        num_episodes, num_grid = y.shape[0], points.shape[0]
 
-            return jax.vmap(per_episode)(x, y)
+        def chunk(carry, start):
+            index = start + jnp.arange(latents_per_chunk)
+            valid = index < total
+            parts = jnp.unravel_index(jnp.where(valid, index, 0), sizes)
+            values = {n: s[p] for n, s, p in zip(names, supports, parts)}
+            per_episode = jax.vmap(tables, in_axes=(None, 0, 0, None), out_axes=0)
+            log_prior, tab = jax.vmap(per_episode, in_axes=(0, None, None, None), out_axes=-1)(values, x, y, points)
+            log_prior = jnp.where(valid, log_prior[0], -jnp.inf)  # (k,): padding has zero weight
+            lik = jnp.where(observed[..., None], tab["lik"], 0.0)  # (e, t, k); padding contributes nothing
+            shift, den, m1, m2, pdf, cdf = carry
 
-        log_prior, lik, mean, var, grid_lp, grid_cdf = jax.vmap(per_latent)(values)
-        log_prior = log_prior[:, 0]
-        before = _exclusive_cumsum(lik)
-        log_w = log_prior[:, None, None] + before  # (k, episode, position)
-        return (
-            logsumexp(log_w, axis=0),
-            logsumexp(log_w + lik, axis=0),
-            log_w,
-            mean,
-            var,
-            grid_lp,
-            grid_cdf,
-        )
+            def prefix(log_w, t):  # log_w = log p(k, y_<t): (e, k)
+                new_shift = jnp.maximum(shift[:, t], jnp.max(log_w, axis=-1))
+                safe = jnp.where(jnp.isfinite(new_shift), new_shift, 0.0)  # an impossible context keeps zero sums
+                rescale = jnp.exp(shift[:, t] - safe)
+                w = jnp.exp(log_w - safe[:, None])  # the one exp per (latent, episode, prefix length)
+                inside = t < length
+                s = jnp.minimum(t, length - 1)
+                mean, var = tab["mean"][:, s], tab["var"][:, s]
+                sums = (
+                    den[:, t] * rescale + jnp.sum(w, axis=-1),
+                    m1[:, s] * rescale + jnp.sum(w * mean, axis=-1),
+                    m2[:, s] * rescale + jnp.sum(w * (var + mean**2), axis=-1),
+                )
+                if num_grid:
+                    density, below = grid_terms(s, tab, points)
+                    sums += (
+                        pdf[:, s] * rescale[:, None] + jnp.sum(w[:, None] * density, axis=-1),
+                        cdf[:, s] * rescale[:, None] + jnp.sum(w[:, None] * below, axis=-1),
+                    )
+                # a cumulative sum only adds, so an impossible y_t (-inf) keeps its latent at -inf
+                step = jnp.where(inside, lik[:, s], 0.0)
+                return log_w + step, (new_shift,) + sums
 
-    den = jnp.full((num_episodes, length), -jnp.inf)
-    score = jnp.full((num_episodes, length), -jnp.inf)
-    m1 = jnp.zeros((num_episodes, length))
-    m2 = jnp.zeros((num_episodes, length))
-    glp = jnp.full((num_episodes, length, num_grid), -jnp.inf)
-    gcdf = jnp.zeros((num_episodes, length, num_grid))
-    per_item = num_episodes * length * max(num_grid, 4)
-    for index in _chunks(grid.size, per_item, chunk_elements):
-        values = {n: jnp.asarray(v) for n, v in grid.values(index).items()}
-        c_den, c_score, log_w, mean, var, grid_lp, grid_cdf = chunk_stats(values)
-        new_den = jnp.logaddexp(den, c_den)
-        # rescale running weighted sums to the new normaliser
-        old_scale = jnp.exp(den - new_den)
-        w = jnp.exp(log_w - new_den[None])
-        m1 = m1 * old_scale + jnp.sum(w * mean, axis=0)
-        m2 = m2 * old_scale + jnp.sum(w * (var + mean**2), axis=0)
-        gcdf = gcdf * old_scale[..., None] + jnp.sum(w[..., None] * grid_cdf, axis=0)
-        glp = jnp.logaddexp(glp, logsumexp(log_w[..., None] + grid_lp, axis=0))
-        score = jnp.logaddexp(score, c_score)
-        den = new_den
-    den = np.asarray(den)
-    defined = np.isfinite(den)
-    nan = np.where(defined, 0.0, np.nan)
-    out = {
-        "log_score": np.asarray(score) - den + nan,
-        "mean": np.asarray(m1) + nan,
-        "variance": np.asarray(m2) - np.asarray(m1) ** 2 + nan,
-        "log_evidence": den,
-    }
-    if num_grid:
-        out["grid_log_density"] = np.asarray(glp) - den[..., None] + nan[..., None]
-        out["grid_cdf"] = np.asarray(gcdf) + nan[..., None]
-    return out
+            init = jnp.broadcast_to(log_prior, (num_episodes, latents_per_chunk))
+            _, out = jax.lax.scan(prefix, init, jnp.arange(length + 1))  # each (T + 1, e[, g])
+            out = [jnp.moveaxis(o, 0, 1) for o in out]
+            new = (out[0], out[1], out[2][:, :length], out[3][:, :length])
+            new += (out[4][:, :length], out[5][:, :length]) if num_grid else (pdf, cdf)
+            return new, None
+
+        zeros = jnp.zeros((num_episodes, length))
+        grid_zeros = jnp.zeros((num_episodes, length, num_grid))
+        init = (jnp.full((num_episodes, length + 1), -jnp.inf), jnp.zeros((num_episodes, length + 1)), zeros, zeros,
+                grid_zeros, grid_zeros)
+        return jax.lax.scan(chunk, init, starts)[0]
+
+    return accumulate
 
 
 # ---------------------------------------------------------------------- prefix masking

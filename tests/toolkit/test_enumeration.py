@@ -2,17 +2,21 @@
 
 Coins: P(🌈 | k 🌈 in n) = Σᵢ wᵢ θᵢ with wᵢ ∝ πᵢ θᵢᵏ (1 − θᵢ)ⁿ⁻ᵏ, θᵢ = P(🌈) of coin i;
 outcome 0 is 🌈. Beta–Bernoulli: P(1 | k ones in n) = (a + k) / (a + b + n), and
-the same number by numerical integration of the posterior.
+the same number by numerical integration of the posterior. Drifting coins, whose
+P(🌈) changes with the position: the posterior mixture by explicit loops over positions.
 """
 
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pytest
 from scipy import integrate, special, stats
 
 import priors
-from toolkit import Episodes
+from toolkit import Episodes, Prior
 from toolkit.bayes import bayes_predictor
-from toolkit.enumeration import enumerate_predictive, latent_grid
+from toolkit.enumeration import _context_counts, enumerate_predictive, latent_grid
 from toolkit.errors import ModelError
 
 COIN_CASES = {
@@ -182,3 +186,87 @@ def test_padding_contributes_nothing():
     np.testing.assert_allclose(prefix[:, 3:], prefix[:, 2:3].repeat(3, axis=1), rtol=0, atol=1e-12)
     assert np.isnan(pred["log_score"].values[:, 3:]).all()
     assert pred["bayes_defined"].values.all()
+
+
+# --------------------------------------------------------------------------- counts and position-dependent tables
+
+
+@pytest.mark.parametrize(
+    "num_outcomes, length",
+    [(2, 12), (5, 16), (16, 20)],
+    ids=["few possible counts: marked", "many possible counts: sorted", "counts beyond one int64 key: rows"],
+)
+def test_context_counts_are_the_counts_before_each_position(rng, num_outcomes, length):
+    y = rng.integers(0, num_outcomes, size=(5, length))
+    observed = rng.random(y.shape) < 0.8
+    y = np.where(observed, y, -7)  # padding may hold anything
+    counts, index = _context_counts(y, observed, num_outcomes)
+    assert len(np.unique(counts, axis=0)) == len(counts)  # each distinct count vector once
+    for e in range(y.shape[0]):
+        for t in range(length):
+            seen = y[e, :t][observed[e, :t]]
+            np.testing.assert_array_equal(counts[index[e, t]], np.bincount(seen, minlength=num_outcomes))
+
+
+DRIFT_THETAS, DRIFTS = (0.2, 0.7, 0.95), (0.0, 1.5)
+
+
+def drifting_coins():
+    """Coin z, drift d: P(🌈 at t) = θ_z^(1 + d t / T). Drift 0 keeps a coin's table the same at every position."""
+
+    def model(length, y=None):
+        z = numpyro.sample("z", dist.Categorical(probs=jnp.full(len(DRIFT_THETAS), 1 / len(DRIFT_THETAS))))
+        d = numpyro.sample("d", dist.Categorical(probs=jnp.array([0.5, 0.5])))
+        theta = jnp.asarray(DRIFT_THETAS)[z] ** (1.0 + jnp.asarray(DRIFTS)[d] * jnp.arange(length) / length)
+        with numpyro.plate("position", length):
+            numpyro.sample("y", dist.Categorical(probs=jnp.stack([theta, 1.0 - theta], axis=-1)), obs=y)
+
+    return Prior(model, kind="tokens", outcomes=("🌈", "🦄"))
+
+
+def drifting_coins_brute_force(y, mask):
+    """P(🌈 | y_<t) and log p(y_<t), mixing the 6 latents (z, d) by explicit loops over positions."""
+    num_episodes, length = y.shape
+    t = np.arange(length)
+    rainbow = np.array([[th ** (1 + dr * t / length) for dr in DRIFTS] for th in DRIFT_THETAS]).reshape(-1, length)
+    prob, log_evidence = np.empty(y.shape), np.empty(y.shape)
+    for e in range(num_episodes):
+        log_w = np.full(len(rainbow), -np.log(len(rainbow)))
+        for s in range(length):
+            w = np.exp(log_w - log_w.max())
+            prob[e, s] = (w * rainbow[:, s]).sum() / w.sum()
+            log_evidence[e, s] = log_w.max() + np.log(w.sum())
+            if mask[e, s]:
+                log_w = log_w + np.log(np.where(y[e, s] == 0, rainbow[:, s], 1 - rainbow[:, s]))
+    return prob, log_evidence
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 200, 2**20])
+def test_a_table_that_depends_on_the_position_matches_brute_force(rng, chunk_elements):
+    """With small chunks the first latents (drift 0) go by counts and the rest by cumulative sums."""
+    y = rng.integers(0, 2, size=(4, 9))
+    mask = np.ones(y.shape, bool)
+    mask[1, 6:] = False
+    out = enumerate_predictive(drifting_coins(), Episodes(y=y, mask=mask), chunk_elements=chunk_elements)
+    prob, log_evidence = drifting_coins_brute_force(y, mask)
+    np.testing.assert_allclose(np.exp(out["log_prob"][..., 0]), prob, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.exp(out["log_prob"][..., 1]), 1 - prob, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["log_evidence"], log_evidence, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_elements", [1, 40, 2**20])
+def test_counts_give_the_cumulative_sums_answer(rng, chunk_elements):
+    """Coins (a table the same at every position, summed by counts) against the same sums over positions."""
+    thetas, weights = COIN_CASES["three coins, unequal weights"]
+    y = rng.integers(0, 2, size=(5, 11))
+    mask = np.arange(11)[None, :] < np.array([[11], [4], [11], [0], [7]])
+    out = enumerate_predictive(priors.get("coin_mixture", thetas=thetas, weights=weights),
+                               Episodes(y=y, mask=mask), chunk_elements=chunk_elements)
+    theta = np.asarray(thetas)[:, None, None]
+    lik = np.where(mask, np.log(np.where(y == 0, theta, 1 - theta)), 0.0)  # (coin, episode, position)
+    log_w = np.log(weights)[:, None, None] + np.cumsum(lik, axis=-1) - lik
+    shift = log_w.max(0)
+    w = np.exp(log_w - shift)
+    np.testing.assert_allclose(np.exp(out["log_prob"][..., 0]), (w * theta).sum(0) / w.sum(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out["log_evidence"], shift + np.log(w.sum(0)), rtol=1e-12, atol=1e-12)
+
