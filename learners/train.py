@@ -1,16 +1,20 @@
 """Meta-training: a plain loop over fresh prior samples (no epochs, no dataset on disk, no trainer framework).
 
 The batch for step s is ``prior.sample(jax.random.fold_in(key, s), ...)`` with
-``key = jax.random.key(seed)``, so a run resumed from a checkpoint sees exactly
-the batches an uninterrupted run would have seen, and on the CPU ends with the
-same weights, bit for bit. AdamW with linear warmup and cosine decay
-(nanoGPT's ``train.py`` schedule), gradient clipping; on CUDA also bf16
-autocast, TF32, fused AdamW, and a background thread that samples the prior
-ahead of the optimiser and hands batches over by DLPack.
+``key = jax.random.key(seed)`` (with ``train.num_shards = S > 1``: the
+concatenation of S shards, shard j drawn from ``fold_in(fold_in(key, s), j)``),
+so a run resumed from a checkpoint sees exactly the batches an uninterrupted
+run would have seen, and on the CPU ends with the same weights, bit for bit.
+AdamW with linear warmup and cosine decay (nanoGPT's ``train.py`` schedule),
+gradient clipping; on CUDA also bf16 autocast, TF32, fused AdamW,
+``torch.compile``, and a background thread that samples the prior ahead of the
+optimiser and hands batches over by DLPack. Under ``torchrun`` the processes
+share each step's shards and average gradients with DDP (`learners.distributed`).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import queue
 import threading
@@ -62,13 +66,20 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints (one is always written at the end)
     keep_checkpoints: int = 2  # checkpoints kept on disk, newest first
     log_every: int = 25  # steps per loss-log entry (entries also close at checkpoints)
+    num_shards: int = 1  # each step's batch is this many separately seeded shards; the processes of a run divide it
     prefetch: int | None = None  # batches a sampler thread runs ahead; 0 = sample inline; None = 4 on CUDA, 0 on CPU
+    compile: bool | None = None  # torch.compile the training step; None = on for CUDA, off on the CPU
     device: Device = "auto"  # "auto" = CUDA when available, else CPU
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.num_shards < 1 or self.batch_size % self.num_shards:
+            raise ConfigError(
+                f"train.num_shards ({self.num_shards}) must be a positive divisor of train.batch_size "
+                f"({self.batch_size}): every shard holds batch_size / num_shards episodes"
+            )
         if self.warmup_steps < 0:
             raise ConfigError(f"train.warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if self.prefetch is not None and self.prefetch < 0:
@@ -93,11 +104,13 @@ class TrainConfig:
         return _from_dict(cls, values, "train")
 
 
-# Settings that change how a run executes but not what it computes: they may differ on resume.
 # jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
 PRIOR_FIT_STREAM = 2**31 - 1
 
-RUNTIME_SETTINGS = ("checkpoint_every", "keep_checkpoints", "log_every", "prefetch", "device")
+# Settings that change how a run executes but not what it computes: they may differ on resume.
+RUNTIME_SETTINGS = ("checkpoint_every", "keep_checkpoints", "log_every", "prefetch", "compile", "device")
+# Training settings added after checkpoints were first written: a checkpoint without one ran with this value.
+ADDED_SETTINGS = {"num_shards": 1}
 
 
 @dataclass
@@ -151,7 +164,7 @@ def config_diff(meta: dict[str, Any], signature: dict[str, Any]) -> list[str]:
     """Human-readable differences ``"train.lr: checkpoint 0.001, requested 0.002"`` between a checkpoint and a run."""
     stored = {
         "model": meta.get("model", {}),
-        "train": {k: v for k, v in meta.get("train", {}).items() if k not in RUNTIME_SETTINGS},
+        "train": {k: v for k, v in {**ADDED_SETTINGS, **meta.get("train", {})}.items() if k not in RUNTIME_SETTINGS},
         "prior": meta.get("prior", {}),
     }
     return [
@@ -183,12 +196,25 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (config.lr - min_lr)
 
 
-def pick_device(device: Device) -> torch.device:
+def pick_device(device: Device, local_rank: int = 0) -> torch.device:
+    """The torch device for ``train.device``; under torchrun each process takes the GPU of its local rank."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    if device != "cuda":
+        return torch.device(device)
+    if local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"this process has local rank {local_rank} but the machine shows {torch.cuda.device_count()} CUDA "
+            "device(s); launch at most one process per GPU (torchrun --nproc_per_node <number of GPUs>)"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def compiles(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the training step is compiled: ``train.compile``, or by default on CUDA only."""
+    return device.type == "cuda" if cfg.compile is None else bool(cfg.compile)
 
 
 def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -208,12 +234,78 @@ def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) ->
 
     An architecture with a ``training_loss(batch)`` method (the regression
     learner: negative log density of the realised y) computes its own; the
-    token learners get `masked_cross_entropy` of their logits.
+    token learners get `masked_cross_entropy` of their logits. Either is a mean
+    over the positions that hold data (``mask``, when there is one): data-parallel
+    training relies on it to weight processes by their token counts.
     """
     own = getattr(model, "training_loss", None)
     if own is not None:
         return own(batch)
     return masked_cross_entropy(model(batch["y"]), batch["y"], batch["mask"])
+
+
+class _Objective(torch.nn.Module):
+    """`batch_loss` as a module's forward, so that DDP's gradient hooks and ``torch.compile`` see the whole loss."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        return batch_loss(self.model, batch)
+
+
+def training_objective(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, world=None):
+    """``batch -> loss`` for training ``model``: wrapped in DDP across processes, then compiled when asked to.
+
+    Checkpoints keep saving ``model`` itself, so their keys carry neither DDP's
+    ``module.`` nor torch.compile's ``_orig_mod.`` prefix. DDP wraps before
+    compiling so that TorchDynamo can split the graph at DDP's gradient buckets
+    and overlap the all-reduce with the backward pass.
+    """
+    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
+
+    world = distributed.World() if world is None else world
+    objective = _Objective(model)
+    if world.distributed:
+        ddp = torch.nn.parallel.DistributedDataParallel
+        # buffers (rotary angles, buckets fitted to the prior) are the same on every process and never trained:
+        # no need to broadcast them before every forward (torch >= 2.13 names the switch forward_sync_buffers)
+        params = inspect.signature(ddp).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+        objective = ddp(objective, device_ids=[device.index] if device.type == "cuda" else None, **{no_sync: False})
+    if compiles(cfg, device):
+        objective = torch.compile(objective)
+    return objective
+
+
+def train_step(objective, optimizer, model, batch, step: int, cfg: TrainConfig, autocast, world=None) -> torch.Tensor:
+    """One optimiser step of ``model`` on this process's ``batch``; returns its share of the global mean loss.
+
+    Summed over the processes and divided by their number, the shares are the
+    mean loss over the global batch (one process: the loss itself). The tensor
+    is detached and stays on the device (no host synchronisation).
+    """
+    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
+
+    world = distributed.World() if world is None else world
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with autocast:
+        loss = objective(batch)
+    if world.distributed and batch["mask"] is not None:
+        # DDP averages gradients over the W processes. A process's mean over its own n_r tokens has weight
+        # n_r / N in the mean over all N tokens, so scaling it by W n_r / N makes the average the gradient of
+        # the global mean (without masks every process holds the same number of tokens: the scale is 1).
+        tokens = batch["mask"].sum().to(torch.float32)
+        total = distributed.all_reduce(tokens.clone(), world)
+        loss = loss * (tokens * world.size / total.clamp_min(1.0))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss.detach()
 
 
 def train(
@@ -225,6 +317,11 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Meta-train a learner on fresh samples from ``prior``, resuming from ``out_dir``.
+
+    Launched by ``torchrun`` with several processes, it trains one model with
+    DDP: each process draws its own shards of every step's batch
+    (`learners.distributed`), rank 0 writes the checkpoints, and every process
+    returns the same result.
 
     Parameters
     ----------
@@ -238,9 +335,10 @@ def train(
     out_dir : path, optional
         Checkpoint directory. When it holds a checkpoint of the same
         configuration, training resumes from the newest one (a finished run
-        returns at once); ``None`` trains without checkpoints.
+        returns at once), whatever the number of processes that wrote it;
+        ``None`` trains without checkpoints. Every process must see it.
     progress : bool
-        Show a tqdm bar with the loss and steps/s.
+        Show a tqdm bar with the loss and steps/s (rank 0 only).
 
     Returns
     -------
@@ -253,6 +351,8 @@ def train(
     CheckpointError
         ``out_dir`` holds a checkpoint of another configuration (the message
         names the differing settings), or a corrupt one (it names the file).
+    ConfigError
+        ``train.num_shards`` is not a multiple of the number of processes.
 
     Examples
     --------
@@ -260,14 +360,19 @@ def train(
     >>> result = train(priors.get("coin_mixture"), out_dir="runs/coin")  # doctest: +SKIP
     >>> result.predictor.predict(episodes)                            # doctest: +SKIP
     """
+    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
+
     session_start = time.perf_counter()
     model_config = TransformerConfig() if model_config is None else model_config
-    train_config = TrainConfig() if train_config is None else train_config
-    cfg = train_config
+    cfg = TrainConfig() if train_config is None else train_config
     model_config = resolve_model_config(prior, model_config, cfg)
+    world = distributed.world_from_env()
+    shards = distributed.shards_of(world, cfg.num_shards)
+    device = pick_device(cfg.device, world.local_rank)
+    distributed.join(world, device)
     signature = run_signature(prior, model_config, cfg)
-    device = pick_device(cfg.device)
     if device.type == "cuda":
+        torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls for the float32 parts outside autocast
         torch.backends.cudnn.allow_tf32 = True
 
@@ -289,6 +394,14 @@ def train(
         loss_log = [(int(s), float(v)) for s, v in meta.get("loss_log", [])]
     elif hasattr(model, "fit_to_prior"):  # e.g. the bar head's buckets at quantiles of prior samples
         model.fit_to_prior(prior, jax.random.fold_in(jax.random.key(cfg.seed), PRIOR_FIT_STREAM), cfg)
+    if world.distributed:
+        lowest = distributed.all_reduce(torch.tensor(start, device=device), world, "min").item()
+        highest = distributed.all_reduce(torch.tensor(start, device=device), world, "max").item()
+        if lowest != highest:
+            raise CheckpointError(
+                f"the training processes found different checkpoints in {out_dir} (steps {lowest} to {highest}); "
+                "every process must see the same out_dir, e.g. on a shared filesystem"
+            )
     resumed_from = start
 
     def record(step: int) -> dict[str, Any]:
@@ -303,6 +416,7 @@ def train(
             "wall_time_s": wall_before + time.perf_counter() - session_start,
             "num_parameters": model.num_parameters(),
             "device": str(device),
+            "world_size": world.size,
             "runtime": {k: getattr(cfg, k) for k in RUNTIME_SETTINGS},
             "torch_version": torch.__version__,
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -311,41 +425,39 @@ def train(
     checkpoint = None
     if start < cfg.steps:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-        batches = _Prefetcher(prior, cfg, start, device)
-        bar = tqdm(total=cfg.steps, initial=start, disable=not progress, unit="step", desc="train", leave=False)
+        objective = training_objective(model, cfg, device, world)
+        batches = _Prefetcher(prior, cfg, start, device, shards)
+        show = progress and world.is_main
+        bar = tqdm(total=cfg.steps, initial=start, disable=not show, unit="step", desc="train", leave=False)
         loss_sum, loss_count = torch.zeros((), device=device), 0
         model.train()
         try:
             for step in range(start, cfg.steps):
-                batch = batches.get(step)  # {"y": (B, T), "x": (B, T, F) or None, "mask": (B, T) or None}
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step, cfg)
-                with autocast:
-                    loss = batch_loss(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                loss_sum += loss.detach()
+                batch = batches.get(step)  # {"y": (b, T), "x": (b, T, F) or None, "mask": (b, T) or None}
+                loss_sum += train_step(objective, optimizer, model, batch, step, cfg, autocast, world)
                 loss_count += 1
                 done = step + 1
                 at_checkpoint = out_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
                 if done % cfg.log_every == 0 or at_checkpoint or done == cfg.steps:
-                    loss_log.append((done, loss_sum.item() / loss_count))
+                    total = distributed.all_reduce(loss_sum, world)  # each process's shares of the global mean
+                    loss_log.append((done, total.item() / (loss_count * world.size)))
                     loss_sum, loss_count = torch.zeros((), device=device), 0
                     bar.set_postfix(loss=f"{loss_log[-1][1]:.4f}", refresh=False)
                 if at_checkpoint:
-                    keep = cfg.keep_checkpoints
-                    checkpoint = save_checkpoint(out_dir, done, model, optimizer, record(done), keep=keep)
+                    if world.is_main:
+                        keep = cfg.keep_checkpoints
+                        checkpoint = save_checkpoint(out_dir, done, model, optimizer, record(done), keep=keep)
+                    distributed.barrier(world, device)
                 bar.update(1)
         finally:
             batches.close()
             bar.close()
         meta = jsonable({**record(cfg.steps), "step": cfg.steps, "weights_sha256": weights_sha256(model.state_dict())})
+        if out_dir is not None and not world.is_main:
+            checkpoint = checkpoint_paths(out_dir, cfg.steps)["json"]  # written by rank 0; meta is this process's own
     elif out_dir is not None:
         checkpoint = checkpoint_paths(out_dir, start)["json"]
-    if checkpoint is not None:
+    if checkpoint is not None and (world.is_main or start >= cfg.steps):
         meta = read_meta(out_dir)
     model.eval()
     predictor = LearnerPredictor(model.to("cpu"), meta, checkpoint=checkpoint)
@@ -369,39 +481,112 @@ def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
     return torch.optim.AdamW(groups, lr=lr_at(0, cfg), betas=(cfg.beta1, cfg.beta2), **fused)
 
 
-class _Prefetcher:
-    """Samples the batches of steps ``start, start + 1, ...`` in a background thread, ``cfg.prefetch`` ahead.
+def sample_arrays(prior, key, num_episodes: int, length: int, *, on_device: bool = False) -> dict[str, Any]:
+    """``prior.sample`` as ``{"y", "x", "mask"}`` arrays (``x``, ``mask`` may be None).
 
-    With a depth of 0 it samples in the caller's thread. Errors in the sampler
-    are re-raised by `get`, at the step whose batch failed.
+    With ``on_device`` the arrays stay JAX arrays where JAX computed them (the
+    GPU, for a DLPack hand-off without host copies); this needs a plain
+    `toolkit.Prior`, whose ``sample`` it reproduces without ``jax.device_get``.
+    Otherwise they are ``prior.sample``'s host arrays.
+    """
+    if not on_device:
+        episodes = prior.sample(key, num_episodes, length)
+        return {"y": episodes.y, "x": episodes.x, "mask": episodes.mask}
+    import jax.numpy as jnp
+
+    out = _prior_sampler(prior, int(length))(jax.random.split(key, int(num_episodes)))
+    y = out["y"].astype(jnp.int64) if prior.kind == "tokens" else out["y"]  # (B, T)
+    mask = None
+    if prior.eos is not None:  # as in Prior.sample: data up to and including the first EOS
+        hit = (y == prior.eos).astype(jnp.int32)
+        mask = (jnp.cumsum(hit, axis=1) - hit) == 0  # (B, T)
+    return {"y": y, "x": out.get("x"), "mask": mask}
+
+
+def _samples_on_device(prior, device: torch.device) -> bool:
+    """True when JAX samples on a GPU, torch trains on one, and ``prior`` is a plain `toolkit.Prior`."""
+    from toolkit.prior import Prior
+
+    return device.type == "cuda" and jax.default_backend() == "gpu" and type(prior).sample is Prior.sample
+
+
+def _prior_sampler(prior, length: int):
+    from toolkit.prior import _sampler
+
+    return _sampler(prior, length)
+
+
+class _Prefetcher:
+    """This process's part of the batches of steps ``start, start + 1, ...``, sampled ``cfg.prefetch`` ahead.
+
+    The batch of step s is its ``shards`` of the step's ``cfg.num_shards``,
+    shard j drawn from ``fold_in(fold_in(key, s), j)`` and concatenated in
+    order; a single shard is ``prior.sample(fold_in(key, s), ...)`` itself. With
+    a depth of 0 it samples in the caller's thread, otherwise in a background
+    thread that also copies the batch to CUDA on its own stream, so that the
+    copy overlaps the previous step. Errors in the sampler are re-raised by
+    `get`, at the step whose batch failed.
     """
 
-    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device):
+    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device, shards=None):
         self.prior, self.cfg, self.device = prior, cfg, device
+        self.shards = tuple(range(cfg.num_shards) if shards is None else shards)  # default: all, one process
         self.key = jax.random.key(cfg.seed)
+        self.on_device = _samples_on_device(prior, device)
+        # under torchrun, process r samples on GPU r as JAX numbers them (when JAX sees them all), next to its model
+        gpus = jax.devices() if self.on_device else []
+        self.jax_device = gpus[device.index] if device.index is not None and device.index < len(gpus) else None
         # On CUDA the thread keeps the accelerator fed. On the CPU there is nothing idle to feed: the thread
         # competes with torch's threads for the same cores, and measured no faster on 2 cores.
         depth = cfg.prefetch if cfg.prefetch is not None else (4 if device.type == "cuda" else 0)
         self.queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
         self.stop = threading.Event()
+        self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" and depth > 0 else None
         self.thread = None
         if depth > 0:
             self.thread = threading.Thread(target=self._run, args=(start,), name="prior-sampler", daemon=True)
             self.thread.start()
 
+    def arrays(self, step: int) -> dict[str, Any]:
+        """This process's shards of the batch of ``step``, concatenated: ``{"y", "x", "mask"}`` arrays."""
+        if self.jax_device is not None:
+            with jax.default_device(self.jax_device):  # thread-local: entered in the thread that samples
+                return self._arrays(step)
+        return self._arrays(step)
+
+    def _arrays(self, step: int) -> dict[str, Any]:
+        cfg, step_key = self.cfg, jax.random.fold_in(self.key, step)
+        if cfg.num_shards == 1:
+            return sample_arrays(self.prior, step_key, cfg.batch_size, cfg.length, on_device=self.on_device)
+        size = cfg.batch_size // cfg.num_shards
+        parts = [
+            sample_arrays(self.prior, jax.random.fold_in(step_key, j), size, cfg.length, on_device=self.on_device)
+            for j in self.shards
+        ]
+        return {name: _concatenate([part[name] for part in parts]) for name in ("y", "x", "mask")}
+
     def batch(self, step: int) -> dict[str, torch.Tensor | None]:
-        episodes = self.prior.sample(jax.random.fold_in(self.key, step), self.cfg.batch_size, self.cfg.length)
-        y = _to_torch(episodes.y, self.device)  # (B, T)
+        arrays = self.arrays(step)
+        y = _to_torch(arrays["y"], self.device)  # (b, T)
         y = y.long() if self.prior.kind == "tokens" else y.float()
-        x = None if episodes.x is None else _to_torch(episodes.x, self.device).float()  # (B, T, F)
-        mask = None if episodes.mask is None else _to_torch(episodes.mask, self.device).bool()  # (B, T)
+        x = None if arrays["x"] is None else _to_torch(arrays["x"], self.device).float()  # (b, T, F)
+        mask = None if arrays["mask"] is None else _to_torch(arrays["mask"], self.device).bool()  # (b, T)
         return {"y": y, "x": x, "mask": mask}
+
+    def _produce(self, step: int):
+        if self.copy_stream is None:
+            return self.batch(step), None
+        with torch.cuda.stream(self.copy_stream):
+            batch = self.batch(step)
+            ready = torch.cuda.Event()
+            ready.record(self.copy_stream)
+        return batch, ready
 
     def _run(self, start: int) -> None:
         step = start
         while not self.stop.is_set() and step < self.cfg.steps:
             try:
-                item = (step, self.batch(step))
+                item = (step, self._produce(step))
             except BaseException as exc:  # noqa: BLE001 - handed to the training thread
                 item = (step, exc)
             while not self.stop.is_set():
@@ -415,13 +600,37 @@ class _Prefetcher:
             step += 1
 
     def get(self, step: int) -> dict[str, torch.Tensor | None]:
+        """The batch of ``step``; steps must be asked for in order, each once."""
         if self.thread is None:
             return self.batch(step)
-        got, item = self.queue.get()
+        got, item = self._next(step)
         if isinstance(item, BaseException):
             raise item
-        assert got == step, f"sampler produced step {got}, loop expected {step}"
-        return item
+        if got != step:
+            raise RuntimeError(f"the prior sampler produced the batch of step {got}, the training loop expected {step}")
+        batch, ready = item
+        if ready is not None:  # the copy ran on the sampler's stream: order it before this step's kernels
+            stream = torch.cuda.current_stream(self.device)
+            stream.wait_event(ready)
+            for tensor in batch.values():
+                if tensor is not None:
+                    tensor.record_stream(stream)
+        return batch
+
+    def _next(self, step: int):
+        while True:
+            try:
+                return self.queue.get(timeout=0.5)
+            except queue.Empty:
+                if self.thread.is_alive():
+                    continue
+                try:  # the thread may have put its last item just before ending
+                    return self.queue.get_nowait()
+                except queue.Empty:
+                    raise RuntimeError(
+                        f"the prior-sampler thread ended before the batch of step {step} (closed, or past "
+                        f"train.steps = {self.cfg.steps})"
+                    ) from None
 
     def close(self) -> None:
         self.stop.set()
@@ -429,14 +638,32 @@ class _Prefetcher:
             self.thread.join(timeout=10)
 
 
+def _concatenate(parts: list):
+    """Shards joined along the episode axis (None when the arrays are absent)."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], jax.Array):
+        return jax.numpy.concatenate(parts, axis=0)
+    return np.concatenate(parts, axis=0)
+
+
 def _to_torch(array, device: torch.device) -> torch.Tensor:
-    """Hand a sampled array to torch: zero-copy DLPack on GPU (pinned, async copy), ``from_numpy`` on CPU."""
+    """Hand a sampled array to torch without needless copies.
+
+    A JAX array on a GPU goes to a CUDA device by DLPack, device to device (no
+    copy at all when both are the same GPU). A host array is wrapped by
+    ``from_numpy`` for the CPU, or pinned and copied asynchronously to CUDA.
+    """
+    if isinstance(array, jax.Array):
+        if device.type == "cuda" and next(iter(array.devices())).platform == "gpu":
+            return torch.from_dlpack(array).to(device, non_blocking=True)
+        array = np.asarray(array)  # JAX on the CPU: a view of its buffer
+    if not array.flags.writeable:  # torch tensors are writable: wrap a copy rather than a read-only buffer
+        array = array.copy()
+    tensor = torch.from_numpy(array)
     if device.type != "cuda":
-        return torch.from_numpy(np.asarray(array))
-    tensor = torch.from_dlpack(array)  # a JAX array or a numpy array, without a copy
-    if tensor.device.type == "cpu":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
+        return tensor
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _flat_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -465,5 +692,8 @@ __all__ = [
     "lr_at",
     "masked_cross_entropy",
     "batch_loss",
+    "training_objective",
+    "train_step",
+    "sample_arrays",
     "RUNTIME_SETTINGS",
 ]

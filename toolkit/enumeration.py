@@ -67,6 +67,8 @@ class LatentGrid:
 
     def values(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """Latent values at joint indices ``index`` (shape (k,))."""
+        if not self.names:  # no latents: the single "value" is the empty assignment
+            return {}
         parts = np.unravel_index(index, self.sizes)
         return {n: self.supports[n][i] for n, i in zip(self.names, parts)}
 
@@ -259,7 +261,7 @@ def _component_table_fn(prior: Prior, length: int):
             log_prior, fn = trace_at(v, None)
             return log_prior, fn.log_prob(outcomes).T  # (position, outcome)
 
-        log_prior, table = jax.vmap(one)(values)
+        log_prior, table = jax.vmap(one, axis_size=valid.shape[0])(values)  # no latents: one value, weight 1
         return jnp.where(valid, log_prior, -jnp.inf), table
 
     return component_table
@@ -481,7 +483,9 @@ def _regression_accumulator_fn(prior: Prior, length: int, names, sizes, latents_
             parts = jnp.unravel_index(jnp.where(valid, index, 0), sizes)
             values = {n: s[p] for n, s, p in zip(names, supports, parts)}
             per_episode = jax.vmap(tables, in_axes=(None, 0, 0, None), out_axes=0)
-            log_prior, tab = jax.vmap(per_episode, in_axes=(0, None, None, None), out_axes=-1)(values, x, y, points)
+            # axis_size: a prior without latents has no values to map over, and one "latent" of prior weight 1
+            log_prior, tab = jax.vmap(per_episode, in_axes=(0, None, None, None), out_axes=-1,
+                                      axis_size=latents_per_chunk)(values, x, y, points)
             log_prior = jnp.where(valid, log_prior[0], -jnp.inf)  # (k,): padding has zero weight
             lik = jnp.where(observed[..., None], tab["lik"], 0.0)  # (e, t, k); padding contributes nothing
             shift, den, m1, m2, pdf, cdf = carry

@@ -6,6 +6,7 @@ the same number by numerical integration of the posterior. Drifting coins, whose
 P(🌈) changes with the position: the posterior mixture by explicit loops over positions.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -270,3 +271,14 @@ def test_counts_give_the_cumulative_sums_answer(rng, chunk_elements):
     np.testing.assert_allclose(np.exp(out["log_prob"][..., 0]), (w * theta).sum(0) / w.sum(0), rtol=0, atol=1e-12)
     np.testing.assert_allclose(out["log_evidence"], shift + np.log(w.sum(0)), rtol=1e-12, atol=1e-12)
 
+
+
+def test_a_prior_without_latents_enumerates_to_its_own_likelihood():
+    """No latent sites: one empty assignment of weight 1, so the predictive is the noise model itself."""
+    prior = priors.get("fixed_function", form="sine_plus_line", slope=0.23)
+    episodes = prior.sample(jax.random.key(0), 3, 5)
+    grid = np.linspace(-1.5, 1.5, 7)
+    enumerated = enumerate_predictive(prior, episodes, y_grid=grid)
+    closed = bayes_predictor(prior, engine="closed_form").predict(episodes, y_grid=grid)
+    for var in ("mean", "variance", "log_score", "grid_log_density"):
+        np.testing.assert_allclose(enumerated[var], closed[var].values, rtol=1e-12, atol=1e-12)
