@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import weights_sha256
 from .model import CausalTransformer, ModelConfig, TransformerConfig, build_model, register_architecture
+from .pfn import PFNConfig, PFNTransformer  # registers the regression learner
 from .predictor import LearnerPredictor, load
 from .rnn import RecurrentLM, RNNConfig  # registers the LSTM / GRU architecture
 from .train import TrainConfig, TrainResult, config_diff, config_matches, lr_at, run_signature, train
@@ -28,6 +29,8 @@ __all__ = [
     "CausalTransformer",
     "RNNConfig",
     "RecurrentLM",
+    "PFNConfig",
+    "PFNTransformer",
     "build_model",
     "register_architecture",
     "TrainConfig",

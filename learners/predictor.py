@@ -1,4 +1,10 @@
-"""A trained learner as a toolkit `Predictor`, and `load` to rebuild one from its checkpoint directory."""
+"""A trained learner as a toolkit `Predictor`, and `load` to rebuild one from its checkpoint directory.
+
+Token learners give next-token log-probabilities; a regression learner (an
+architecture whose class says ``kind = "regression"``, the PFN) gives the log
+density of the realised y, mean, variance, quantiles and, on request, the log
+density on a y-grid, all computed in float64 from its bar distribution.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,21 @@ import numpy as np
 import torch
 import xarray as xr
 
+from toolkit.dims import QUANTILES
 from toolkit.episodes import Episodes
 from toolkit.errors import CheckpointError, DataError
-from toolkit.predictive import token_predictions
+from toolkit.predictive import regression_predictions, token_predictions
 
 from .checkpoint import checkpoint_paths, load_weights, read_meta
 from .model import CausalTransformer, TransformerConfig, architecture
 
 
 class LearnerPredictor:
-    """Next-token predictions of a trained learner (any registered architecture), as the toolkit's prediction Dataset.
+    """Predictions of a trained learner (any registered architecture), as the toolkit's prediction Dataset.
 
     Parameters
     ----------
-    model : CausalTransformer or RecurrentLM
+    model : CausalTransformer, RecurrentLM or PFNTransformer
         The trained network (moved to ``device``, put in eval mode).
     meta : dict
         The checkpoint JSON (architecture, training config, prior, steps, wall
@@ -53,7 +60,11 @@ class LearnerPredictor:
         self.name = name
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.batch_size = int(batch_size)
-        self.outcomes = tuple(meta.get("outcomes") or (str(v) for v in range(model.config.vocab_size)))
+        self.kind = getattr(model, "kind", "tokens")  # "tokens" or "regression"
+        if self.kind == "tokens":
+            self.outcomes = tuple(meta.get("outcomes") or (str(v) for v in range(model.config.vocab_size)))
+        else:
+            self.outcomes = None
 
     @property
     def config(self) -> TransformerConfig:
@@ -71,6 +82,10 @@ class LearnerPredictor:
         -------
         np.ndarray of float64, shape (episode, position, outcome)
         """
+        if self.kind != "tokens":
+            raise DataError(
+                "this learner predicts regression episodes; it has no token log-probabilities (use predict)"
+            )
         y = np.asarray(y)
         num_episodes, length = y.shape
         if length > self.config.block_size:
@@ -88,17 +103,92 @@ class LearnerPredictor:
             out[lo : lo + self.batch_size] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
         return out
 
+    @torch.no_grad()
+    def regression_outputs(
+        self, x: np.ndarray, y: np.ndarray, *, y_grid: np.ndarray | None = None, levels=QUANTILES
+    ) -> dict[str, np.ndarray]:
+        """The regression learner's predictive at every position, in float64.
+
+        Parameters
+        ----------
+        x : np.ndarray, shape (episode, position, feature)
+        y : np.ndarray, shape (episode, position)
+        y_grid : np.ndarray, shape (y_grid,), optional
+        levels : sequence of float
+            Quantile levels.
+
+        Returns
+        -------
+        dict of np.ndarray
+            ``log_score``, ``mean``, ``variance`` (episode, position),
+            ``quantile_value`` (episode, position, quantile) and, with
+            ``y_grid``, ``grid_log_density`` (episode, position, y_grid).
+        """
+        if self.kind != "regression":
+            raise DataError("this learner predicts token sequences; it has no regression predictive (use predict)")
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float64)
+        num_episodes, length = y.shape
+        if length > self.config.block_size:
+            raise DataError(
+                f"episodes of length {length} are longer than the learner's context of {self.config.block_size} "
+                f"(its training length); evaluate at length <= {self.config.block_size} or retrain with "
+                f"train.length >= {length}"
+            )
+        if x.shape[-1] != self.config.x_dim:
+            raise DataError(
+                f"the episodes carry {x.shape[-1]} features x but the learner was trained on {self.config.x_dim}; "
+                "evaluate it on episodes of its own prior's shape"
+            )
+        bar = self.model.bar
+        grid = None if y_grid is None else torch.as_tensor(np.asarray(y_grid, np.float64), device=self.device)
+        out = {
+            "log_score": np.empty((num_episodes, length)),
+            "mean": np.empty((num_episodes, length)),
+            "variance": np.empty((num_episodes, length)),
+            "quantile_value": np.empty((num_episodes, length, len(levels))),
+        }
+        if grid is not None:
+            out["grid_log_density"] = np.empty((num_episodes, length, grid.numel()))
+        for lo in range(0, num_episodes, self.batch_size):
+            xb = torch.tensor(x[lo : lo + self.batch_size], device=self.device)  # (b, T, F), a copy
+            yb = torch.tensor(y[lo : lo + self.batch_size], device=self.device)  # (b, T), float64
+            logits = self.model(xb, yb).double()  # (b, T, K)
+            chunk = slice(lo, lo + self.batch_size)
+            out["log_score"][chunk] = bar.log_density(logits, yb).cpu().numpy()
+            out["mean"][chunk] = bar.mean(logits).cpu().numpy()
+            out["variance"][chunk] = bar.variance(logits).cpu().numpy()
+            out["quantile_value"][chunk] = bar.icdf(logits, levels).cpu().numpy()
+            if grid is not None:
+                out["grid_log_density"][chunk] = bar.grid_log_density(logits, grid).cpu().numpy()
+        return out
+
     def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
-        """Per-position predictive distributions: ``log_prob (episode, position, outcome)``, ``log_score``.
+        """Per-position predictive distributions as the toolkit's prediction Dataset.
+
+        Token learners give ``log_prob (episode, position, outcome)`` and
+        ``log_score``; regression learners give ``log_score``, ``mean``,
+        ``variance``, ``quantile_value (episode, position, quantile)`` at
+        `toolkit.dims.QUANTILES` and, with ``y_grid``, ``grid_log_density
+        (episode, position, y_grid)``.
 
         Parameters
         ----------
         episodes : Episodes
-            Token episodes, ``y`` of shape (episode, position) with position
-            count at most the learner's context. Masked positions get NaN.
-        y_grid : None
-            Unused (regression only); accepted for the `Predictor` protocol.
+            Episodes of the learner's kind, with position count at most the
+            learner's context. Masked positions get a NaN ``log_score``.
+        y_grid : np.ndarray, shape (y_grid,), optional
+            Regression only: points at which to report the log density.
         """
+        if self.kind == "regression":
+            if episodes.x is None:
+                raise DataError(
+                    "this learner predicts regression episodes (real y from inputs x); the episodes carry no x: "
+                    "evaluate it on episodes of a regression prior"
+                )
+            out = self.regression_outputs(episodes.x, episodes.y, y_grid=y_grid)
+            if episodes.mask is not None:
+                out["log_score"] = np.where(episodes.mask, out["log_score"], np.nan)
+            return regression_predictions(**out, y_grid=y_grid)
         if episodes.x is not None:
             raise DataError("this learner predicts token sequences; the episodes carry regression inputs x")
         episodes.check_tokens(self.config.vocab_size, labels=self.outcomes)
@@ -125,8 +215,11 @@ class LearnerPredictor:
 
     def __repr__(self) -> str:
         c = self.config
+        shape = f"{c.n_layer} layers x {c.n_embd} wide"
+        if getattr(c, "num_buckets", None) is not None:
+            shape += f", {c.num_buckets} buckets"
         return (
-            f"LearnerPredictor(name={self.name!r}, {c.n_layer} layers x {c.n_embd} wide, "
+            f"LearnerPredictor(name={self.name!r}, {shape}, "
             f"steps={self.meta.get('step')}, context={c.block_size})"
         )
 

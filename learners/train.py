@@ -139,7 +139,7 @@ def resolve_model_config(prior, model_config, train_config: TrainConfig):
     if prior.kind != "tokens":
         raise ConfigError(
             f"prior {prior.name!r} is a {prior.kind} prior, but {type(model_config).__name__} is a token "
-            "architecture; use the regression learner (learners.PFNConfig, [learner] type = \"pfn\")"
+            "architecture; use the regression learner (learners.PFNConfig, [learner] architecture = \"pfn\")"
         )
     vocab = prior.num_outcomes if model_config.vocab_size is None else model_config.vocab_size
     if vocab != prior.num_outcomes:
