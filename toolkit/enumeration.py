@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Literal
@@ -383,11 +385,19 @@ def _enumerate_regression(prior: Prior, episodes: Episodes, grid: LatentGrid, y_
     accumulate = _regression_accumulator_fn(prior, length, grid.names, grid.sizes, latents_per_chunk, normal)
     supports = tuple(jnp.asarray(grid.supports[n]) for n in grid.names)
     data = (x, y, jnp.asarray(observed), jnp.asarray(points))
-    # XLA runs one fusion on one core: independent runs over interleaved halves of the chunks use both
+    # XLA runs one fusion on one core: independent runs over interleaved shares of the chunks use every core.
+    # Shares are padded to one length with all-padding chunks (zero weight), so one executable serves them all.
     parts = [np.arange(i, num_chunks, REGRESSION_THREADS) * latents_per_chunk for i in range(REGRESSION_THREADS)]
     parts = [p for p in parts if len(p)]
-    runs = [accumulate(supports, *data, jnp.asarray(p)) for p in parts]  # dispatched at once, run side by side
-    shift, den, m1, m2, pdf, cdf = _merge_sums([[np.asarray(a) for a in run] for run in runs])
+    longest = max(len(p) for p in parts)
+    beyond = num_chunks * latents_per_chunk  # a chunk starting here holds no latent
+    parts = [np.concatenate([p, np.full(longest - len(p), beyond, dtype=p.dtype)]) for p in parts]
+    run = _compiled(accumulate, (supports, *data, jnp.asarray(parts[0])))  # traced here, in this thread only
+    # one host thread per run, each blocking on its own result, so the runs execute side by side (JAX releases
+    # the GIL while XLA runs; dispatched from one thread they ran mostly one after the other)
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        runs = list(pool.map(lambda p: [np.asarray(a) for a in run(supports, *data, jnp.asarray(p))], parts))
+    shift, den, m1, m2, pdf, cdf = _merge_sums(runs)
     with np.errstate(invalid="ignore", divide="ignore"):
         log_den = np.where(den > 0, np.log(den) + shift, -np.inf)  # log p(y_<s), s = 0..T
         before = den[:, :length]
@@ -407,6 +417,25 @@ def _enumerate_regression(prior: Prior, episodes: Episodes, grid: LatentGrid, y_
 
 # Concurrent runs of the regression accumulator (each over its share of the latent chunks).
 REGRESSION_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+_COMPILED: dict = {}
+_COMPILED_LOCK = threading.Lock()
+
+
+def _compiled(fn, args):
+    """``fn`` (jitted) compiled ahead of time for the shapes of ``args``, cached per function and shapes.
+
+    Tracing a NumPyro model is not thread-safe (its handler stack is global), so the threads that run the
+    accumulator side by side call this executable, traced once here, rather than the jitted function.
+    """
+    leaves, tree = jax.tree.flatten(args)
+    key = (fn, tree, tuple((np.shape(a), str(jnp.asarray(a).dtype)) for a in leaves))
+    with _COMPILED_LOCK:
+        if key not in _COMPILED:
+            if len(_COMPILED) >= 32:
+                _COMPILED.pop(next(iter(_COMPILED)))
+            _COMPILED[key] = fn.lower(*args).compile()
+        return _COMPILED[key]
 
 
 def _merge_sums(runs):
