@@ -229,6 +229,20 @@ def _regression_only(name: str, cls_name: str, defaults=lambda prior: {}):
     return build
 
 
+def _mcmc_predictor(prior, cfg: RunConfig, progress: bool):
+    """NUTS with the settings in ``[evaluation.predictor_options.bayes_mcmc]`` (num_warmup, num_samples, num_chains,
+    positions, max_episodes, seed: the chains' key, default 0)."""
+    from toolkit.bayes import bayes_predictor
+
+    options = dict(cfg.evaluation.predictor_options.get("bayes_mcmc", {}))
+    seed = options.pop("seed", 0)
+    try:
+        return bayes_predictor(prior, engine="mcmc", name="bayes_mcmc", progress=progress,
+                               key=jax.random.key(seed), **options)
+    except MetabayesError as exc:
+        raise _in_context(exc, "evaluation.predictor_options.bayes_mcmc") from None
+
+
 def _ridge_defaults(prior) -> dict:
     """Ridge as Bayes under w ~ N(0, τ² I) with the prior's own τ and σ, when it has them (task pools, GMMs)."""
     params = prior.params
@@ -237,9 +251,7 @@ def _ridge_defaults(prior) -> dict:
 
 PREDICTOR_BUILDERS = {
     "bayes": lambda prior, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(prior),
-    "bayes_mcmc": lambda prior, progress=True, **_: __import__("toolkit.bayes", fromlist=["x"]).bayes_predictor(
-        prior, engine="mcmc", name="bayes_mcmc", progress=progress
-    ),
+    "bayes_mcmc": lambda prior, cfg, progress=True, **_: _mcmc_predictor(prior, cfg, progress),
     "oracle": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).OraclePredictor(),
     "best_mixture": lambda prior, **_: __import__("toolkit.oracles", fromlist=["x"]).BestMixturePredictor(),
     "frequency": _token_only(

@@ -7,8 +7,8 @@ from conftest import PYTHON, REPO, RUN_PY, subprocess_env
 
 import priors
 from comparisons.config import DEFAULT_CONFIG, RunConfig, load_config, parse_override, validate
-from comparisons.run import main
-from toolkit.errors import ConfigError
+from comparisons.run import build_prior, main
+from toolkit.errors import ConfigError, MetabayesError
 
 # --------------------------------------------------------------------------- loading
 
@@ -182,3 +182,20 @@ def cli_errors(tmp_path_factory):
 def test_cli_error_is_one_line_naming_the_key_with_exit_code_2(cli_errors, name):
     returncode, stdout, stderr = cli_errors[name]
     check_one_line_error(name, returncode, stdout, stderr)
+
+
+def test_mcmc_settings_reach_the_engine_from_the_config():
+    from comparisons.run import PREDICTOR_BUILDERS
+
+    cfg = load_config(None, ["evaluation.predictor_options.bayes_mcmc={num_chains=6, num_samples=50, seed=3}"])
+    prior = build_prior(cfg)
+    mcmc = PREDICTOR_BUILDERS["bayes_mcmc"](prior, cfg=cfg, out=None, progress=False)
+    assert mcmc.describe()["num_chains"] == 6 and mcmc.describe()["num_samples"] == 50
+    bad = load_config(None, ["evaluation.predictor_options.bayes_mcmc={num_chain=2}"])
+    with pytest.raises(MetabayesError, match="predictor_options.bayes_mcmc.*num_chain"):
+        PREDICTOR_BUILDERS["bayes_mcmc"](prior, cfg=bad, out=None, progress=False)
+
+
+def test_an_empty_scenario_table_is_a_config_error():
+    with pytest.raises(ConfigError, match="no scenarios"):
+        load_config(None, ["scenarios={}"])
