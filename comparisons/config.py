@@ -52,6 +52,12 @@ class ScenarioConfig(Strict):
         return grid
 
 
+def _grid_size(num: int) -> int:
+    if num == 1:
+        raise ValueError("num_y_grid must be 0 (no y-grid) or at least 2 points")
+    return num
+
+
 class YGridConfig(Strict):
     """Points of the regression y-grid (grid density, KL on the grid, quantiles of grid-only predictors)."""
 
@@ -76,7 +82,9 @@ class EvaluationConfig(Strict):
     bootstrap_resamples: int = Field(1000, gt=0)  # for cross-entropy intervals
     predictor_options: dict[str, dict[str, Any]] = {}  # keyword arguments per baseline, e.g. knn = { k = 5 }
     y_grid: YGridConfig | None = None  # regression: None = from the prior's samples (0.1 % to 99.9 %, widened)
-    num_y_grid: int = Field(201, ge=2)  # regression: points of the y-grid derived from the prior
+    num_y_grid: int = Field(201, ge=0)  # regression: points of the y-grid derived from the prior; 0 = no y-grid
+
+    _num_y_grid = field_validator("num_y_grid")(_grid_size)
 
 
 class LearnerConfig(Strict):

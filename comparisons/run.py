@@ -266,8 +266,12 @@ PREDICTOR_BUILDERS = {
 
 
 def regression_y_grid(cfg: RunConfig, prior) -> np.ndarray | None:
-    """The y-grid of a regression run: as configured, else the prior's 0.1 %–99.9 % range widened by half its width."""
-    if prior.kind != "regression":
+    """The y-grid of a regression run: as configured, else the prior's 0.1 %–99.9 % range widened by half its width.
+
+    ``num_y_grid = 0`` means none: enumerating 10⁶ latents on a grid costs about 24x the run without one
+    (benchmarks/regression_enumeration.py), and without a grid the enumerated Bayes has no quantiles.
+    """
+    if prior.kind != "regression" or (cfg.evaluation.y_grid is None and cfg.evaluation.num_y_grid == 0):
         return None
     if cfg.evaluation.y_grid is not None:
         g = cfg.evaluation.y_grid
