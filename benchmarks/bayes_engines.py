@@ -24,11 +24,12 @@ import logging
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -241,27 +242,12 @@ def accuracy() -> list[str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.*)", text).group(1)
-    except (OSError, AttributeError):
-        pass
+    cpu = cpu_name()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, jax {jax.__version__}, "
             f"backend {jax.default_backend()}")
 
-
-def commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def write(parts: dict[str, list[str]], provenance: list[str]) -> None:

@@ -25,12 +25,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -124,26 +124,12 @@ def _loss_points(loss_log, count: int = 6) -> list[tuple[int, float]]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
+    cpu = cpu_name()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), torch threads "
             f"{torch.get_num_threads()}, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
             f"torch {torch.__version__}")
 
-
-def commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def write(lines: list[str], provenance: list[str]) -> None:

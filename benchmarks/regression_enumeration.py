@@ -25,13 +25,14 @@ import argparse
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,25 +83,12 @@ def case(amplitudes: int, episodes: int, length: int, grid_points: int) -> dict:
 def machine() -> str:
     import jax
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
+    cpu = cpu_name()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}, jax {jax.__version__}, "
             f"backend {jax.default_backend()}")
 
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 def row(label: str, r: dict) -> str:

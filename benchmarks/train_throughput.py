@@ -30,14 +30,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
+
+from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,11 +63,7 @@ GPU_PRESET = {
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
     return (f"{cpu}, {os.cpu_count()} cores visible{gpu}, {platform.system()} {platform.release()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}")
@@ -76,15 +72,6 @@ def machine() -> str:
 def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
-
-def commit() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
 def provenance(script: str, argv: list[str], device: str) -> list[str]:

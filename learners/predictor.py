@@ -140,7 +140,7 @@ class LearnerPredictor:
                 "evaluate it on episodes of its own prior's shape"
             )
         bar = self.model.bar
-        grid = None if y_grid is None else torch.as_tensor(np.asarray(y_grid, np.float64), device=self.device)
+        grid = None if y_grid is None else torch.tensor(np.asarray(y_grid, np.float64), device=self.device)
         out = {
             "log_score": np.empty((num_episodes, length)),
             "mean": np.empty((num_episodes, length)),
