@@ -273,6 +273,17 @@ class CausalTransformer(nn.Module):
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
 
+def context_length(block_size: int | None, train_length: int) -> int:
+    """A learner's context: ``block_size``, or the training length when None; it must hold the training episodes."""
+    block = train_length if block_size is None else block_size
+    if block < train_length:
+        raise ConfigError(
+            f"train.length ({train_length}) is longer than model.block_size ({block}); "
+            "raise model.block_size or shorten train.length"
+        )
+    return block
+
+
 def _from_dict(cls, values: dict[str, Any], section: str):
     """Construct the dataclass ``cls`` from ``values``, rejecting unknown keys and ill-typed values."""
     import pydantic
@@ -305,4 +316,5 @@ __all__ = [
     "register_architecture",
     "architecture",
     "build_model",
+    "context_length",
 ]

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from toolkit.errors import ConfigError, DataError, ModelError
 
-from .model import MLP, _from_dict, register_architecture
+from .model import MLP, _from_dict, context_length, register_architecture
 
 # The half-normal tail of an outer bucket puts this much of the bucket's mass within the bucket's width (PFNs' choice).
 TAIL_MASS_IN_BUCKET = 0.5
@@ -101,12 +101,7 @@ class PFNConfig:
         x_dim = prior.x_dim if self.x_dim is None else self.x_dim
         if x_dim != prior.x_dim:
             raise ConfigError(f"model.x_dim is {x_dim} but prior {prior.name!r} has {prior.x_dim} features")
-        block = train_config.length if self.block_size is None else self.block_size
-        if block < train_config.length:
-            raise ConfigError(
-                f"train.length ({train_config.length}) is longer than model.block_size ({block}); "
-                "raise model.block_size or shorten train.length"
-            )
+        block = context_length(self.block_size, train_config.length)
         return replace(self, x_dim=x_dim, block_size=block)
 
 

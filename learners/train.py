@@ -42,7 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from .model import TransformerConfig, _from_dict, build_model
+from .model import TransformerConfig, _from_dict, build_model, context_length
 from .predictor import LearnerPredictor
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -144,12 +144,7 @@ def resolve_model_config(prior, model_config, train_config: TrainConfig):
     vocab = prior.num_outcomes if model_config.vocab_size is None else model_config.vocab_size
     if vocab != prior.num_outcomes:
         raise ConfigError(f"model.vocab_size is {vocab} but prior {prior.name!r} has {prior.num_outcomes} outcomes")
-    block = train_config.length if model_config.block_size is None else model_config.block_size
-    if block < train_config.length:
-        raise ConfigError(
-            f"train.length ({train_config.length}) is longer than model.block_size ({block}); "
-            "raise model.block_size or shorten train.length"
-        )
+    block = context_length(model_config.block_size, train_config.length)
     return replace(model_config, vocab_size=vocab, block_size=block)
 
 
