@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 from numpyro import handlers
 
-from .dims import QUANTILES, X_SITE, Y_SITE
+from .dims import QUANTILES, Y_SITE
 from .enumeration import latent_grid
 from .episodes import Episodes
 from .errors import ModelError
