@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import re
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
+from provenance import commit, cpu_name, load_average, system  # benchmarks/provenance.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -243,11 +242,9 @@ def accuracy() -> list[str]:
 
 def machine() -> str:
     cpu = cpu_name()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, jax {jax.__version__}, "
+    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load_average()} at the start), "
+            f"{system()}, jax {jax.__version__}, "
             f"backend {jax.default_backend()}")
-
 
 
 def write(parts: dict[str, list[str]], provenance: list[str]) -> None:

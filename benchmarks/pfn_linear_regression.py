@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
+from provenance import commit, cpu_name, load_average, replace_block, system  # benchmarks/provenance.py, beside this script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -125,22 +124,14 @@ def _loss_points(loss_log, count: int = 6) -> list[tuple[int, float]]:
 
 def machine() -> str:
     cpu = cpu_name()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), torch threads "
-            f"{torch.get_num_threads()}, {platform.system()} {platform.release()}, Python {platform.python_version()}, "
+    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load_average()} at the start), torch threads "
+            f"{torch.get_num_threads()}, {system()}, "
             f"torch {torch.__version__}")
-
 
 
 def write(lines: list[str], provenance: list[str]) -> None:
     """Replace this benchmark's block in RESULTS.md (everything else stays as it is)."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmarks\n"
-    block = "\n".join([START, *lines, *provenance, "", END])
-    if START in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    replace_block(RESULTS, START, END, "\n".join([START, *lines, *provenance, "", END]))
 
 
 def main(argv=None) -> int:

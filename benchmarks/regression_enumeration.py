@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from provenance import commit, cpu_name  # benchmarks/provenance.py, beside this script
+from provenance import commit, cpu_name, load_average, replace_block, system  # benchmarks/provenance.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -84,11 +83,9 @@ def machine() -> str:
     import jax
 
     cpu = cpu_name()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load} at the start), "
-            f"{platform.system()} {platform.release()}, Python {platform.python_version()}, jax {jax.__version__}, "
+    return (f"{cpu}, {os.cpu_count()} cores visible (load average {load_average()} at the start), "
+            f"{system()}, jax {jax.__version__}, "
             f"backend {jax.default_backend()}")
-
 
 
 def row(label: str, r: dict) -> str:
@@ -124,13 +121,7 @@ def report(args, full: dict, sub: dict, sub_grid: dict) -> list[str]:
 
 
 def write(lines: list[str]) -> None:
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmarks\n"
-    block = "\n".join([START, *lines, END])
-    if START in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+    replace_block(RESULTS, START, END, "\n".join([START, *lines, END]))
 
 
 def main(argv=None) -> int:

@@ -73,7 +73,6 @@ def load() -> str:
     return "/".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-
 def provenance(script: str, argv: list[str], device: str) -> list[str]:
     command = f"python benchmarks/{script}" + "".join(f" {a}" for a in argv)
     return [
