@@ -28,8 +28,8 @@ any of them from its config and a checkpoint names the one it holds.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -37,12 +37,14 @@ import torch.nn.functional as F
 
 from toolkit.errors import ConfigError, DataError, UnknownNameError
 
+from .config import ConfigDict
+
 PositionalEncoding = Literal["learned", "none", "rotary"]
 ROPE_BASE = 10_000.0  # rotary angles: position t turns channel pair i by t / ROPE_BASE^(2i / head_size)
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(ConfigDict):
     """Architecture of a `CausalTransformer`; the defaults are the tuned coin-mixture learner."""
 
     vocab_size: int | None = None  # outcomes V of the prior (inputs add a BOS token); None = read from the prior
@@ -55,9 +57,7 @@ class TransformerConfig:
     pos_encoding: PositionalEncoding = "learned"  # "learned" absolute, "rotary" (relative), or "none" (causal mask only)
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "n_embd", "mlp_ratio"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("n_layer", "n_head", "n_embd", "mlp_ratio")
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size must be at least 2 outcomes, got {self.vocab_size}")
         if self.block_size is not None and self.block_size < 1:
@@ -71,14 +71,6 @@ class TransformerConfig:
                 f"rotary positions turn channel pairs, so the head size n_embd / n_head must be even, got "
                 f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TransformerConfig:
-        """Build from a plain dict (a TOML table, a checkpoint's JSON), validating names and types."""
-        return _from_dict(cls, values, "model")
 
     @property
     def resolved(self) -> bool:
@@ -282,27 +274,6 @@ def context_length(block_size: int | None, train_length: int) -> int:
             "raise model.block_size or shorten train.length"
         )
     return block
-
-
-def _from_dict(cls, values: dict[str, Any], section: str):
-    """Construct the dataclass ``cls`` from ``values``, rejecting unknown keys and ill-typed values."""
-    import pydantic
-
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown {section} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        return pydantic.TypeAdapter(cls).validate_python(dict(values))
-    except pydantic.ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            original = e.get("ctx", {}).get("error")
-            if isinstance(original, ConfigError):  # raised by __post_init__: already says what to fix
-                problems.append(str(original))
-            else:
-                problems.append(f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})")
-        raise ConfigError("; ".join(problems)) from None
 
 
 __all__ = [

@@ -28,8 +28,7 @@ float32 logits (`learners.LearnerPredictor`).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -38,7 +37,8 @@ import torch.nn.functional as F
 
 from toolkit.errors import ConfigError, DataError, ModelError
 
-from .model import MLP, _from_dict, context_length, register_architecture
+from .config import ConfigDict
+from .model import MLP, context_length, register_architecture
 
 # The half-normal tail of an outer bucket puts this much of the bucket's mass within the bucket's width (PFNs' choice).
 TAIL_MASS_IN_BUCKET = 0.5
@@ -49,7 +49,7 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 @dataclass(frozen=True)
-class PFNConfig:
+class PFNConfig(ConfigDict):
     """Architecture of a `PFNTransformer`.
 
     The defaults are the CPU-sized learner of ``benchmarks/pfn_linear_regression.py`` (linear regression,
@@ -66,9 +66,7 @@ class PFNConfig:
     num_buckets: int = 1000  # bars of the output distribution, borders at quantiles of prior y (PFNs: 1000)
 
     def __post_init__(self):
-        for name in ("n_layer", "n_head", "n_embd", "mlp_ratio"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("n_layer", "n_head", "n_embd", "mlp_ratio")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
         if self.num_buckets < 3:
@@ -77,14 +75,6 @@ class PFNConfig:
             raise ConfigError(f"model.x_dim must be a positive integer, got {self.x_dim}")
         if self.block_size is not None and self.block_size < 1:
             raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PFNConfig:
-        """Build from a plain dict (a TOML table, a checkpoint's JSON), validating names and types."""
-        return _from_dict(cls, values, "model")
 
     @property
     def resolved(self) -> bool:

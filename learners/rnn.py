@@ -19,21 +19,22 @@ the start, and the hidden-to-hidden copy at 0 (it only duplicates ``bias_ih``).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from toolkit.errors import ConfigError
 
-from .model import _from_dict, bos_shifted, register_architecture
+from .config import ConfigDict
+from .model import bos_shifted, register_architecture
 
 Cell = Literal["lstm", "gru"]
 
 
 @dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(ConfigDict):
     """Architecture of a `RecurrentLM`."""
 
     vocab_size: int | None = None  # outcomes V of the prior (inputs add a BOS token); None = read from the prior
@@ -45,21 +46,11 @@ class RNNConfig:
     def __post_init__(self):
         if self.cell not in ("lstm", "gru"):
             raise ConfigError(f"model.cell must be 'lstm' or 'gru', got {self.cell!r}")
-        for name in ("n_layer", "n_embd"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"model.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("n_layer", "n_embd")
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"model.vocab_size must be at least 2 outcomes, got {self.vocab_size}")
         if self.block_size is not None and self.block_size < 1:
             raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> RNNConfig:
-        """Build from a plain dict (a TOML table, a checkpoint's JSON), validating names and types."""
-        return _from_dict(cls, values, "model")
 
     @property
     def resolved(self) -> bool:

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -42,15 +42,18 @@ from .checkpoint import (
     save_checkpoint,
     weights_sha256,
 )
-from .model import TransformerConfig, _from_dict, build_model, context_length
+from .config import ConfigDict
+from .model import TransformerConfig, build_model, context_length
 from .predictor import LearnerPredictor
 
 Device = Literal["auto", "cpu", "cuda"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigDict):
     """How a learner is meta-trained; the defaults are tuned for the two-coin prior at length 64 on 2 CPU cores."""
+
+    SECTION = "train"  # a class attribute (no annotation), not a field
 
     steps: int = 500  # optimiser steps, each on a fresh batch from the prior
     batch_size: int = 128  # episodes per step
@@ -72,9 +75,7 @@ class TrainConfig:
     device: Device = "auto"  # "auto" = CUDA when available, else CPU
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
+        self.require_positive("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every")
         if self.num_shards < 1 or self.batch_size % self.num_shards:
             raise ConfigError(
                 f"train.num_shards ({self.num_shards}) must be a positive divisor of train.batch_size "
@@ -94,14 +95,6 @@ class TrainConfig:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a plain dict (a TOML table, a checkpoint's JSON), validating names and types."""
-        return _from_dict(cls, values, "train")
 
 
 # jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
