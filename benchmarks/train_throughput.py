@@ -3,6 +3,7 @@
     python benchmarks/train_throughput.py                  # the default coin learner on the CPU (fp32)
     python benchmarks/train_throughput.py --preset gpu     # 8 layers x 512 wide, context 256, batch 256, bf16
     python benchmarks/train_throughput.py --set model.n_embd=128 --set train.batch_size=256 --threads 2
+    python benchmarks/train_throughput.py --widths 32,64,128,256     # also the same learner at other widths
 
 Measured in one process, one after the other:
 
@@ -302,6 +303,24 @@ def describe(model_cfg, cfg: TrainConfig) -> str:
     return f"{type(model_cfg).__name__}({arch}), batch {cfg.batch_size} x length {cfg.length}"
 
 
+def width_table(prior, model_cfg, cfg: TrainConfig, device, widths: list[int], peak: float, *, steps: int,
+                warmup: int) -> list[str]:
+    """Rows of model FLOP utilisation of the same learner at other widths (``n_embd``), against the same peak."""
+    heads = f"{model_cfg.n_head} heads, " if hasattr(model_cfg, "n_head") else ""
+    rows = ["", f"Model FLOP utilisation against width (`--widths`): the learner above with `n_embd` changed (the "
+                f"same {heads}batch and length), batches sampled beforehand, against the peak above.", "",
+            "| n_embd | parameters | FLOPs per token | step (ms) | tokens/s | model GFLOP/s | MFU | load average |",
+            "|---|---|---|---|---|---|---|---|"]
+    for width in widths:
+        got = measure(prior, replace(model_cfg, n_embd=width), cfg, device, steps=steps, warmup=warmup,
+                      sampled=False)
+        rows.append(f"| {width} | {got['num_parameters']:,} | {got['flops_per_token']:,.0f} | "
+                    f"{got['step_s'] * 1e3:.2f} | {got['tokens_per_s']:,.0f} | {got['model_flops'] / 1e9:,.2f} | "
+                    f"{100 * got['model_flops'] / peak:.1f} % | {got['load']} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      epilog="Model FLOPs: see the module docstring.")
@@ -320,6 +339,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--name", default=None, help="RESULTS.md block (default train_throughput[_gpu])")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
+    parser.add_argument("--widths", default=None, metavar="C1,C2,...",
+                        help="also time the same learner at these widths (model.n_embd, same heads, batch and "
+                             "length; no sampler) against the same peak, e.g. --widths 32,64,128,256")
     args = parser.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
 
@@ -364,6 +386,9 @@ def main(argv=None) -> int:
     ]
     if "gpu_busy" in got:
         lines.append(f"| GPU busy (kernel time / span, with the sampler) | {100 * got['gpu_busy']:.1f} % | |")
+    if args.widths:
+        lines += width_table(prior, model_cfg, cfg, device, [int(w) for w in args.widths.split(",")], peak,
+                             steps=steps, warmup=warmup)
     print("\n".join(lines), flush=True)
     if not args.no_write:
         name = args.name or ("train_throughput_gpu" if args.preset == "gpu" else "train_throughput")
