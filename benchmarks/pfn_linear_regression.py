@@ -47,8 +47,8 @@ TRAIN_SEED, EVAL_SEED = 0, 1
 
 # The cpu profile (the PFNConfig defaults); length 21 lets comparisons/configs/linear_regression.toml evaluate
 # at its length of 21.
-CPU_MODEL = dict(n_layer=3, n_head=4, n_embd=64, mlp_ratio=2, num_buckets=1000)
-CPU_TRAIN = dict(steps=5000, batch_size=64, length=21, lr=3e-3, warmup_steps=200, weight_decay=0.0)
+CPU_MODEL = dict(n_layer=6, n_head=4, n_embd=64, mlp_ratio=2, num_buckets=1000)
+CPU_TRAIN = dict(steps=7000, batch_size=64, length=21, lr=3e-3, warmup_steps=200, weight_decay=0.0)
 TARGETS = {"mean_avg": 0.05, "mean_max": 0.1, "nll_excess": 0.05}
 
 
