@@ -116,26 +116,39 @@ def bos_shifted(y: torch.Tensor, bos: int, block_size: int) -> torch.Tensor:
     return torch.cat([start, y[:, :-1]], dim=1)  # (B, T)
 
 
-class CausalSelfAttention(nn.Module):
-    def __init__(self, config: TransformerConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        head_size = config.n_embd // config.n_head
-        self.rotary = Rotary(head_size, config.block_size) if config.pos_encoding == "rotary" else None
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: q, k, v from one matmul, ``F.scaled_dot_product_attention``, a projection.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    Causal unless ``forward`` gets a boolean ``mask`` (True: the query may attend to the key), which
+    replaces the causal one (the PFN's context / query pattern). ``rotary`` turns queries and keys by
+    their positions first.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, *, bias: bool, rotary: Rotary | None = None):
+        super().__init__()
+        self.n_head = n_head
+        self.rotary = rotary
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd, bias=bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.size()  # batch, time, channels
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, hs)
+        hs = C // self.n_head
+        q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,hs)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)  # (B, H, T, hs): positions enter the scores as offsets
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # (B, H, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.c_proj(y)  # (B, T, C)
+
+
+class CausalSelfAttention(SelfAttention):
+    """The causal transformer's attention, with rotary positions when the config asks for them."""
+
+    def __init__(self, config: TransformerConfig):
+        head_size = config.n_embd // config.n_head
+        rotary = Rotary(head_size, config.block_size) if config.pos_encoding == "rotary" else None
+        super().__init__(config.n_embd, config.n_head, bias=config.bias, rotary=rotary)
 
 
 class MLP(nn.Module):
@@ -149,17 +162,17 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm block: x + attn(ln(x), mask), then x + mlp(ln(x)); ``attn`` defaults to `CausalSelfAttention`."""
 
-    def __init__(self, config: TransformerConfig):
+    def __init__(self, config, attn: SelfAttention | None = None):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config) if attn is None else attn
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))  # (B, T, C)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask)  # (B, T, C)
         x = x + self.mlp(self.ln_2(x))  # (B, T, C)
         return x
 
@@ -282,6 +295,7 @@ __all__ = [
     "CausalTransformer",
     "Block",
     "CausalSelfAttention",
+    "SelfAttention",
     "MLP",
     "Rotary",
     "register_architecture",

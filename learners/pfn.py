@@ -33,12 +33,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from toolkit.errors import ConfigError, DataError, ModelError
 
 from .config import ConfigDict
-from .model import MLP, context_length, register_architecture
+from .model import Block, SelfAttention, context_length, register_architecture
 
 # The half-normal tail of an outer bucket puts this much of the bucket's mass within the bucket's width (PFNs' choice).
 TAIL_MASS_IN_BUCKET = 0.5
@@ -245,42 +244,6 @@ def _half_normal_log_pdf(z: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return torch.where(z >= 0, log_pdf, torch.full_like(log_pdf, -math.inf))
 
 
-class MaskedSelfAttention(nn.Module):
-    """Multi-head self-attention under a boolean mask (True: the query may attend to the key)."""
-
-    def __init__(self, config: PFNConfig):
-        super().__init__()
-        self.n_head = config.n_head
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, L, C = x.size()  # batch, tokens, channels
-        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, L, C)
-        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, L, hs)
-        k = k.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, L, hs)
-        v = v.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, L, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, hs)
-        y = y.transpose(1, 2).contiguous().view(B, L, C)  # (B, L, C)
-        return self.c_proj(y)  # (B, L, C)
-
-
-class Block(nn.Module):
-    """Pre-norm block: x + attn(ln(x), mask), then x + mlp(ln(x))."""
-
-    def __init__(self, config: PFNConfig):
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = MaskedSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)  # (B, L, C)
-        x = x + self.mlp(self.ln_2(x))  # (B, L, C)
-        return x
-
-
 def pfn_attention_mask(length: int, device=None) -> torch.Tensor:
     """Who attends to whom among the tokens ``[e, c_1 .. c_T, q_1 .. q_T]``: bool (2T + 1, 2T + 1).
 
@@ -324,7 +287,9 @@ class PFNTransformer(nn.Module):
         self.enc_x = nn.Linear(config.x_dim, config.n_embd, bias=config.bias)
         self.enc_y = nn.Linear(1, config.n_embd, bias=config.bias)
         self.empty = nn.Parameter(torch.zeros(config.n_embd))  # the token every query can fall back on
-        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        # the blocks of the causal transformer, their attention masked by `pfn_attention_mask` instead
+        attention = lambda: SelfAttention(config.n_embd, config.n_head, bias=config.bias)  # noqa: E731
+        self.blocks = nn.ModuleList([Block(config, attention()) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.num_buckets, bias=config.bias)
         self.bar = BarDistribution(config.num_buckets)
