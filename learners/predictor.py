@@ -88,12 +88,7 @@ class LearnerPredictor:
             )
         y = np.asarray(y)
         num_episodes, length = y.shape
-        if length > self.config.block_size:
-            raise DataError(
-                f"episodes of length {length} are longer than the learner's context of {self.config.block_size} "
-                f"(its training length); evaluate at length <= {self.config.block_size} or retrain with "
-                f"train.length >= {length}"
-            )
+        self._check_length(length)
         # Padding after EOS may hold any value; it never reaches earlier positions, but must index the embedding.
         y = np.clip(y.astype(np.int64), 0, self.config.vocab_size - 1)
         out = np.empty((num_episodes, length, self.config.vocab_size), dtype=np.float64)
@@ -102,6 +97,15 @@ class LearnerPredictor:
             logits = self.model(chunk)  # (b, T, V)
             out[lo : lo + self.batch_size] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
         return out
+
+    def _check_length(self, length: int) -> None:
+        """DataError naming the fix when episodes are longer than the learner's context."""
+        if length > self.config.block_size:
+            raise DataError(
+                f"episodes of length {length} are longer than the learner's context of {self.config.block_size} "
+                f"(its training length); evaluate at length <= {self.config.block_size} or retrain with "
+                f"train.length >= {length}"
+            )
 
     @torch.no_grad()
     def regression_outputs(
@@ -128,12 +132,7 @@ class LearnerPredictor:
             raise DataError("this learner predicts token sequences; it has no regression predictive (use predict)")
         x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float64)
         num_episodes, length = y.shape
-        if length > self.config.block_size:
-            raise DataError(
-                f"episodes of length {length} are longer than the learner's context of {self.config.block_size} "
-                f"(its training length); evaluate at length <= {self.config.block_size} or retrain with "
-                f"train.length >= {length}"
-            )
+        self._check_length(length)
         if x.shape[-1] != self.config.x_dim:
             raise DataError(
                 f"the episodes carry {x.shape[-1]} features x but the learner was trained on {self.config.x_dim}; "
