@@ -87,10 +87,27 @@ class EvaluationConfig(Strict):
     _num_y_grid = field_validator("num_y_grid")(_grid_size)
 
 
+class CurriculumStage(Strict):
+    """One ``[[learner.curriculum]]`` stage: the training batches before step ``until`` come from this prior."""
+
+    until: int = Field(gt=0)  # the stage draws the steps before this one (after the previous stage's)
+    prior: str | None = None  # a registered name or path; None: the experiment's [prior]
+    params: dict[str, Any] = {}  # the stage prior's parameters; over [prior] params when `prior` is left out
+
+
+def _stages_increase(stages):
+    if stages is not None and any(b.until <= a.until for a, b in zip(stages, stages[1:])):
+        raise ValueError(f"stages must have increasing `until`, got {[s.until for s in stages]}")
+    return stages
+
+
 class LearnerConfig(Strict):
     architecture: Architecture | None = None  # None: "transformer" for a tokens prior, "pfn" for regression
     model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of learners.TrainConfig
+    curriculum: list[CurriculumStage] = []  # easier priors for the first steps (Garg et al.); [] trains on [prior]
+
+    _curriculum = field_validator("curriculum")(_stages_increase)
 
 
 class LearnerSpec(Strict):
@@ -99,7 +116,10 @@ class LearnerSpec(Strict):
     architecture: Architecture = "transformer"  # CausalTransformer, RecurrentLM, or the regression PFNTransformer
     model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of [learner.training], which every learner shares
+    curriculum: list[CurriculumStage] | None = None  # None: [learner]'s curriculum; [] none
     seeds: list[int] = [0]  # one learner per seed: initial weights and training batches
+
+    _curriculum = field_validator("curriculum")(_stages_increase)
 
     @field_validator("seeds")
     @classmethod
@@ -215,6 +235,11 @@ def validate(tree: dict) -> RunConfig:
         raise ConfigError(f"config key {key}: {msg}") from None
 
 
+def _annotation_parts(annotation) -> list:
+    """``annotation`` and every type nested in it (``list[X] | None`` -> the union, list[X], X, None)."""
+    return [annotation, *(part for arg in get_args(annotation) for part in _annotation_parts(arg))]
+
+
 def _model_at(loc) -> type[BaseModel] | None:
     model: Any = RunConfig
     for part in loc:
@@ -224,9 +249,11 @@ def _model_at(loc) -> type[BaseModel] | None:
         if model in ("scenarios", "learners"):
             model = ScenarioConfig if model == "scenarios" else LearnerSpec
             continue
+        if isinstance(part, int):  # an item of a list of tables (curriculum stages): same model
+            continue
         field = model.model_fields.get(part) if isinstance(model, type) else None
-        # `X | None` tables (completions, anbn) name their model inside the union
-        options = (field.annotation, *get_args(field.annotation)) if field is not None else ()
+        # `X | None` tables (completions, anbn) and `list[X] | None` (curriculum) name their model inside
+        options = _annotation_parts(field.annotation) if field is not None else ()
         tables = [t for t in options if isinstance(t, type) and issubclass(t, BaseModel)]
         if not tables:
             return None
@@ -235,4 +262,4 @@ def _model_at(loc) -> type[BaseModel] | None:
 
 
 __all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "YGridConfig", "LearnerConfig", "LearnerSpec",
-           "CompletionsConfig", "AnbnConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]
+           "CurriculumStage", "CompletionsConfig", "AnbnConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]

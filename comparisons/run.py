@@ -39,16 +39,35 @@ def _in_context(exc: MetabayesError, where: str) -> MetabayesError:
     return exc
 
 
-def build_prior(cfg: RunConfig):
+def build_prior(cfg: RunConfig, name: str | None = None, params: dict | None = None, *, where: str = "prior"):
+    """The experiment's prior; with ``name`` / ``params``, another built the same way (a curriculum stage)."""
     from toolkit.registry import get_prior, load_prior
 
     p = cfg.prior
+    name = p.name if name is None else name
+    params = p.params if params is None else params
     try:
-        if p.kind is not None:
-            return load_prior(p.name, kind=p.kind, outcomes=p.outcomes, **p.params)
-        return get_prior(p.name, **p.params)
+        if p.kind is not None and name == p.name:
+            return load_prior(name, kind=p.kind, outcomes=p.outcomes, **params)
+        return get_prior(name, **params)
     except MetabayesError as exc:
-        raise _in_context(exc, "prior") from None
+        raise _in_context(exc, where) from None
+
+
+def build_curriculum(cfg: RunConfig, stages, where: str) -> list[tuple[int, object]]:
+    """``(until, prior)`` pairs for `learners.train` from ``[[learner.curriculum]]`` stages.
+
+    A stage without ``prior`` is the experiment's prior with its ``params``
+    laid over those of ``[prior]``; one naming a prior takes its ``params`` alone.
+    """
+    out = []
+    for i, stage in enumerate(stages or ()):
+        if stage.prior is None or stage.prior == cfg.prior.name:
+            params = {**cfg.prior.params, **stage.params}
+        else:
+            params = dict(stage.params)
+        out.append((stage.until, build_prior(cfg, stage.prior, params, where=f"{where}.curriculum[{i}]")))
+    return out
 
 
 def build_scenarios(cfg: RunConfig, prior):
@@ -93,23 +112,26 @@ def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
     try:
         model_cfg = model_config(learner_architecture(cfg, prior), cfg.learner.model)  # checks it fits the prior
         train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
+        curriculum = build_curriculum(cfg, cfg.learner.curriculum, "learner")
+        learners.check_curriculum(prior, curriculum, train_cfg)
     except MetabayesError as exc:
         raise _in_context(exc, "learner") from None
     directory = out / "learner"
-    if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True):
+    if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True, curriculum=curriculum):
         predictor = learners.load(directory)
         print(f"reusing the trained learner in {directory}")
         return predictor
-    return learners.train(prior, model_cfg, train_cfg, directory, progress=progress).predictor
+    return learners.train(prior, model_cfg, train_cfg, directory, progress=progress, curriculum=curriculum).predictor
 
 
-def learner_specs(cfg: RunConfig) -> dict[str, tuple[str, str, dict, dict]]:
-    """Predictor name ``NAME-s<seed>`` -> (group NAME, architecture, model overrides, training overrides)."""
+def learner_specs(cfg: RunConfig) -> dict[str, tuple[str, str, dict, dict, list]]:
+    """Predictor name ``NAME-s<seed>`` -> (group NAME, architecture, model overrides, training overrides, curriculum)."""
     specs = {}
     for group, spec in cfg.learners.items():
+        curriculum = cfg.learner.curriculum if spec.curriculum is None else spec.curriculum
         for seed in spec.seeds:
             training = {**cfg.learner.training, **spec.training, "seed": seed}
-            specs[f"{group}-s{seed}"] = (group, spec.architecture, dict(spec.model), training)
+            specs[f"{group}-s{seed}"] = (group, spec.architecture, dict(spec.model), training, list(curriculum))
     return specs
 
 
@@ -135,7 +157,7 @@ def learner_contexts(cfg: RunConfig) -> dict[str, int]:
     tables = {}
     if "learner" in cfg.evaluation.predictors:
         tables["learner"] = (cfg.learner.model, cfg.learner.training)
-    for name, (_, _, model, training) in learner_specs(cfg).items():
+    for name, (_, _, model, training, _) in learner_specs(cfg).items():
         tables[name] = (model, training)
     contexts = {}
     for name, (model, training) in tables.items():
@@ -160,20 +182,24 @@ def train_learners(cfg: RunConfig, prior, out: Path, *, progress: bool) -> dict:
     import learners
 
     trained = {}
-    for name, (group, architecture, model, training) in learner_specs(cfg).items():
+    for name, (group, architecture, model, training, stages) in learner_specs(cfg).items():
         try:
             model_cfg = model_config(architecture, model)
             train_cfg = learners.TrainConfig.from_dict(training)
+            curriculum = build_curriculum(cfg, stages, f"learners.{group}")
+            learners.check_curriculum(prior, curriculum, train_cfg)
         except MetabayesError as exc:
             raise _in_context(exc, f"learners.{group}") from None
         directory = out / "learners" / name
-        if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True):
+        if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True, curriculum=curriculum):
             trained[name] = learners.load(directory, name=name)
             print(f"reusing the trained learner in {directory}")
         else:
             if progress:
                 print(f"training {name} ({architecture})")
-            trained[name] = learners.train(prior, model_cfg, train_cfg, directory, progress=progress).predictor
+            trained[name] = learners.train(
+                prior, model_cfg, train_cfg, directory, progress=progress, curriculum=curriculum
+            ).predictor
             trained[name].name = name
     return trained
 

@@ -21,7 +21,16 @@ from .model import CausalTransformer, ModelConfig, TransformerConfig, build_mode
 from .pfn import PFNConfig, PFNTransformer  # registers the regression learner
 from .predictor import LearnerPredictor, load
 from .rnn import RecurrentLM, RNNConfig  # registers the LSTM / GRU architecture
-from .train import TrainConfig, TrainResult, config_diff, config_matches, lr_at, run_signature, train
+from .train import (
+    TrainConfig,
+    TrainResult,
+    check_curriculum,
+    config_diff,
+    config_matches,
+    lr_at,
+    run_signature,
+    train,
+)
 
 __all__ = [
     "TransformerConfig",
@@ -39,6 +48,7 @@ __all__ = [
     "load",
     "LearnerPredictor",
     "config_matches",
+    "check_curriculum",
     "config_diff",
     "run_signature",
     "lr_at",

@@ -5,6 +5,9 @@ The batch for step s is ``prior.sample(jax.random.fold_in(key, s), ...)`` with
 concatenation of S shards, shard j drawn from ``fold_in(fold_in(key, s), j)``),
 so a run resumed from a checkpoint sees exactly the batches an uninterrupted
 run would have seen, and on the CPU ends with the same weights, bit for bit.
+A curriculum (Garg et al. 2022) draws the batches of the first steps from
+easier priors, e.g. linear regression with x in a subspace of fewer
+dimensions: stage i's prior until its step, then the prior itself.
 AdamW with linear warmup and cosine decay (nanoGPT's ``train.py`` schedule),
 gradient clipping; on CUDA also bf16 autocast, TF32, fused AdamW,
 ``torch.compile``, and a background thread that samples the prior ahead of the
@@ -141,11 +144,49 @@ def resolve_model_config(prior, model_config, train_config: TrainConfig):
     return replace(model_config, vocab_size=vocab, block_size=block)
 
 
-def run_signature(prior, model_config: TransformerConfig, train_config: TrainConfig) -> dict[str, Any]:
-    """What a checkpoint must match to be resumed or reused: architecture, training config, prior."""
+def run_signature(prior, model_config: TransformerConfig, train_config: TrainConfig, curriculum=()) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed or reused: architecture, training config, prior (and curriculum)."""
     model_config = resolve_model_config(prior, model_config, train_config)
     train = {k: v for k, v in train_config.to_dict().items() if k not in RUNTIME_SETTINGS}
-    return jsonable({"model": model_config.to_dict(), "train": train, "prior": prior.describe()})
+    signature = {"model": model_config.to_dict(), "train": train, "prior": prior.describe()}
+    stages = check_curriculum(prior, curriculum, train_config)
+    if stages:  # absent without one, so that checkpoints written before curricula existed still match
+        signature["curriculum"] = [{"until": until, "prior": stage.describe()} for until, stage in stages]
+    return jsonable(signature)
+
+
+def check_curriculum(prior, curriculum, train_config: TrainConfig) -> list[tuple[int, Any]]:
+    """``curriculum`` as a list of ``(until, prior)`` stages, checked against ``prior`` and the training config.
+
+    Stage i's prior draws the batches of the steps before ``until_i`` not
+    drawn by an earlier stage; ``until`` must increase and stay within
+    ``train.steps``, and every stage's prior must produce the same kind of
+    data as ``prior`` (same kind, outcomes and input dimension), since one
+    model trains on all of them.
+    """
+    stages = list(curriculum or ())
+    previous = 0
+    for i, item in enumerate(stages):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and hasattr(item[1], "sample")):
+            raise ConfigError(f"curriculum stage {i}: expected a pair (until, prior), got {item!r}")
+        until, stage = item
+        integer = isinstance(until, (int, np.integer)) and not isinstance(until, bool)
+        if not (integer and previous < until <= train_config.steps):
+            raise ConfigError(
+                f"curriculum stage {i}: until = {until!r} must be an integer step after the previous stage's "
+                f"({previous}) and at most train.steps = {train_config.steps}"
+            )
+        same = (stage.kind, tuple(stage.outcomes or ()), getattr(stage, "x_dim", None)) == (
+            prior.kind, tuple(prior.outcomes or ()), getattr(prior, "x_dim", None))
+        if not same:
+            raise ConfigError(
+                f"curriculum stage {i}: prior {stage.name!r} ({stage.kind}, outcomes {stage.outcomes}, x_dim "
+                f"{getattr(stage, 'x_dim', None)}) does not produce the data of the trained prior {prior.name!r} "
+                f"({prior.kind}, outcomes {prior.outcomes}, x_dim {getattr(prior, 'x_dim', None)}); a stage must "
+                "change the prior's parameters, not the shape of its data"
+            )
+        previous = int(until)
+    return [(int(until), stage) for until, stage in stages]
 
 
 def config_diff(meta: dict[str, Any], signature: dict[str, Any]) -> list[str]:
@@ -155,6 +196,8 @@ def config_diff(meta: dict[str, Any], signature: dict[str, Any]) -> list[str]:
         "train": {k: v for k, v in {**ADDED_SETTINGS, **meta.get("train", {})}.items() if k not in RUNTIME_SETTINGS},
         "prior": meta.get("prior", {}),
     }
+    if "curriculum" in meta:
+        stored["curriculum"] = meta["curriculum"]
     return [
         f"{key}: checkpoint {a!r}, requested {b!r}"
         for key, a, b in _flat_diff(stored, signature)
@@ -162,7 +205,7 @@ def config_diff(meta: dict[str, Any], signature: dict[str, Any]) -> list[str]:
 
 
 def config_matches(
-    out_dir, prior, model_config: TransformerConfig, train_config: TrainConfig, *, finished: bool = True
+    out_dir, prior, model_config: TransformerConfig, train_config: TrainConfig, *, finished: bool = True, curriculum=()
 ) -> bool:
     """True when ``out_dir`` holds a checkpoint of this exact run (and, with ``finished``, its last step).
 
@@ -170,7 +213,7 @@ def config_matches(
     checkpoint raises `CheckpointError` rather than returning False.
     """
     meta = read_meta(out_dir) if out_dir is not None and Path(out_dir).is_dir() else None
-    if meta is None or config_diff(meta, run_signature(prior, model_config, train_config)):
+    if meta is None or config_diff(meta, run_signature(prior, model_config, train_config, curriculum)):
         return False
     return not finished or meta["step"] >= train_config.steps
 
@@ -303,6 +346,7 @@ def train(
     out_dir=None,
     *,
     progress: bool = True,
+    curriculum=(),
 ) -> TrainResult:
     """Meta-train a learner on fresh samples from ``prior``, resuming from ``out_dir``.
 
@@ -327,6 +371,12 @@ def train(
         ``None`` trains without checkpoints. Every process must see it.
     progress : bool
         Show a tqdm bar with the loss and steps/s (rank 0 only).
+    curriculum : sequence of (int, toolkit.Prior), optional
+        Stages ``(until, prior_i)`` with increasing ``until``: the batches of
+        steps before ``until`` come from ``prior_i`` (the first stage that
+        has not ended), the rest from ``prior``. Every stage must produce the
+        same kind of data as ``prior``; the architecture (bar buckets, vocab)
+        is fitted to ``prior`` alone. Part of the run's signature.
 
     Returns
     -------
@@ -340,7 +390,8 @@ def train(
         ``out_dir`` holds a checkpoint of another configuration (the message
         names the differing settings), or a corrupt one (it names the file).
     ConfigError
-        ``train.num_shards`` is not a multiple of the number of processes.
+        ``train.num_shards`` is not a multiple of the number of processes, or a
+        curriculum stage is out of order or produces other data than ``prior``.
 
     Examples
     --------
@@ -358,7 +409,8 @@ def train(
     shards = distributed.shards_of(world, cfg.num_shards)
     device = pick_device(cfg.device, world.local_rank)
     distributed.join(world, device)
-    signature = run_signature(prior, model_config, cfg)
+    signature = run_signature(prior, model_config, cfg, curriculum)
+    stages = check_curriculum(prior, curriculum, cfg)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls for the float32 parts outside autocast
@@ -414,7 +466,7 @@ def train(
     if start < cfg.steps:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         objective = training_objective(model, cfg, device, world)
-        batches = _Prefetcher(prior, cfg, start, device, shards)
+        batches = _Prefetcher(prior, cfg, start, device, shards, stages=stages)
         show = progress and world.is_main
         bar = tqdm(total=cfg.steps, initial=start, disable=not show, unit="step", desc="train", leave=False)
         loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -509,18 +561,20 @@ class _Prefetcher:
 
     The batch of step s is its ``shards`` of the step's ``cfg.num_shards``,
     shard j drawn from ``fold_in(fold_in(key, s), j)`` and concatenated in
-    order; a single shard is ``prior.sample(fold_in(key, s), ...)`` itself. With
+    order; a single shard is ``prior.sample(fold_in(key, s), ...)`` itself
+    (``prior`` being the curriculum stage's prior while one lasts). With
     a depth of 0 it samples in the caller's thread, otherwise in a background
     thread that also copies the batch to CUDA on its own stream, so that the
     copy overlaps the previous step. Errors in the sampler are re-raised by
     `get`, at the step whose batch failed.
     """
 
-    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device, shards=None):
+    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device, shards=None, *, stages=()):
         self.prior, self.cfg, self.device = prior, cfg, device
+        self.stages = list(stages)  # (until, prior) with increasing until: the curriculum
         self.shards = tuple(range(cfg.num_shards) if shards is None else shards)  # default: all, one process
         self.key = jax.random.key(cfg.seed)
-        self.on_device = _samples_on_device(prior, device)
+        self.on_device = all(_samples_on_device(p, device) for p in [prior] + [p for _, p in self.stages])
         # under torchrun, process r samples on GPU r as JAX numbers them (when JAX sees them all), next to its model
         gpus = jax.devices() if self.on_device else []
         self.jax_device = gpus[device.index] if device.index is not None and device.index < len(gpus) else None
@@ -542,13 +596,17 @@ class _Prefetcher:
                 return self._arrays(step)
         return self._arrays(step)
 
+    def prior_at(self, step: int):
+        """The prior that draws the batch of ``step``: the first curriculum stage not yet over, else the prior."""
+        return next((stage for until, stage in self.stages if step < until), self.prior)
+
     def _arrays(self, step: int) -> dict[str, Any]:
-        cfg, step_key = self.cfg, jax.random.fold_in(self.key, step)
+        cfg, step_key, prior = self.cfg, jax.random.fold_in(self.key, step), self.prior_at(step)
         if cfg.num_shards == 1:
-            return sample_arrays(self.prior, step_key, cfg.batch_size, cfg.length, on_device=self.on_device)
+            return sample_arrays(prior, step_key, cfg.batch_size, cfg.length, on_device=self.on_device)
         size = cfg.batch_size // cfg.num_shards
         parts = [
-            sample_arrays(self.prior, jax.random.fold_in(step_key, j), size, cfg.length, on_device=self.on_device)
+            sample_arrays(prior, jax.random.fold_in(step_key, j), size, cfg.length, on_device=self.on_device)
             for j in self.shards
         ]
         return {name: _concatenate([part[name] for part in parts]) for name in ("y", "x", "mask")}
@@ -676,6 +734,7 @@ __all__ = [
     "config_matches",
     "config_diff",
     "run_signature",
+    "check_curriculum",
     "resolve_model_config",
     "lr_at",
     "masked_cross_entropy",

@@ -89,6 +89,14 @@ VALIDATION_CASES = {
         {"scenarios": {"q": {"kind": "misspecified", "prior": "coin_mixture", "grid": {"thetas": []}}}},
         r"scenarios.q.grid: .*grid.thetas is empty",
     ),
+    "curriculum out of order": (
+        {"learner": {"curriculum": [{"until": 5}, {"until": 3}]}},
+        r"learner.curriculum: .*increasing `until`, got \[5, 3\]",
+    ),
+    "curriculum stage key": (
+        {"learner": {"curriculum": [{"until": 5, "param": {}}]}},
+        r"learner.curriculum.0.param: is not a known key; allowed here: until, prior, params",
+    ),
 }
 
 
@@ -199,3 +207,20 @@ def test_mcmc_settings_reach_the_engine_from_the_config():
 def test_an_empty_scenario_table_is_a_config_error():
     with pytest.raises(ConfigError, match="no scenarios"):
         load_config(None, ["scenarios={}"])
+
+
+def test_curriculum_stages_are_priors_over_the_experiment_prior():
+    from comparisons.run import build_curriculum
+
+    cfg = load_config(None, [
+        "prior.params={thetas=[0.25, 0.75], weights=[0.5, 0.5]}",
+        "learner.curriculum=[{until=3, params={thetas=[0.05, 0.95]}}, {until=6, prior='beta_bernoulli', params={a=2.0}}]",
+    ])
+    (u1, first), (u2, second) = build_curriculum(cfg, cfg.learner.curriculum, "learner")
+    assert (u1, u2) == (3, 6)
+    assert first.name == "coin_mixture" and first.params["weights"] == [0.5, 0.5]  # [prior] params kept
+    assert list(first.params["thetas"]) == [0.05, 0.95]
+    assert second.name == "beta_bernoulli" and second.params["a"] == 2.0
+    bad = load_config(None, ["learner.curriculum=[{until=3, prior='no_such_prior'}]"])
+    with pytest.raises(MetabayesError, match=r"learner.curriculum\[0\].*no_such_prior"):
+        build_curriculum(bad, bad.learner.curriculum, "learner")

@@ -188,3 +188,76 @@ def test_cuda_request_without_cuda_is_a_config_error(coin_prior, tiny_model, tin
         pytest.skip("a CUDA device is present")
     with pytest.raises(ConfigError, match="no CUDA device"):
         train(coin_prior, tiny_model, dataclasses.replace(tiny_train, device="cuda"), None, progress=False)
+
+
+# ---------------------------------------------------------------- curriculum
+def test_curriculum_stages_draw_the_first_batches(coin_prior, tiny_train):
+    import jax
+    import priors
+    from learners.train import _Prefetcher, sample_arrays
+
+    easy, easier = priors.get("coin_mixture", thetas=(0.1, 0.9)), priors.get("coin_mixture", thetas=(0.01, 0.99))
+    batches = _Prefetcher(coin_prior, tiny_train, 0, torch.device("cpu"), stages=[(2, easier), (5, easy)])
+    key = jax.random.key(tiny_train.seed)
+    for step, source in [(0, easier), (1, easier), (2, easy), (4, easy), (5, coin_prior), (11, coin_prior)]:
+        want = sample_arrays(source, jax.random.fold_in(key, step), tiny_train.batch_size, tiny_train.length)
+        np.testing.assert_array_equal(batches.get(step)["y"].numpy(), np.asarray(want["y"]))
+    batches.close()
+
+
+def test_curriculum_changes_the_run_and_is_part_of_its_signature(coin_prior, tiny_model, tiny_train, tmp_path):
+    import priors
+
+    easy = priors.get("coin_mixture", thetas=(0.01, 0.99))
+    plain = train(coin_prior, tiny_model, tiny_train, None, progress=False)
+    staged = train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False, curriculum=[(6, easy)])
+    assert staged.weights_sha256 != plain.weights_sha256
+    assert staged.meta["curriculum"] == [{"until": 6, "prior": easy.describe()}]
+    assert learners.config_matches(tmp_path, coin_prior, tiny_model, tiny_train, curriculum=[(6, easy)])
+    assert not learners.config_matches(tmp_path, coin_prior, tiny_model, tiny_train)
+    assert not learners.config_matches(tmp_path, coin_prior, tiny_model, tiny_train, curriculum=[(5, easy)])
+    with pytest.raises(CheckpointError, match=r"curriculum: checkpoint .*requested '\(absent\)'"):
+        train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+
+
+def test_resume_inside_a_curriculum_equals_an_uninterrupted_run(coin_prior, tiny_model, tiny_train, tmp_path):
+    import priors
+
+    stages = [(6, priors.get("coin_mixture", thetas=(0.01, 0.99)))]
+    full = train(coin_prior, tiny_model, tiny_train, None, progress=False, curriculum=stages)
+    cut_stages = [(6, Interrupting(stages[0][1], 5))]  # killed at step 5, after the checkpoint of step 4
+    with pytest.raises(KeyboardInterrupt):
+        train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False, curriculum=cut_stages)
+    resumed = train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False, curriculum=stages)
+    assert resumed.resumed_from == 4
+    assert resumed.weights_sha256 == full.weights_sha256
+
+
+@pytest.mark.parametrize(
+    "stages, match",
+    [
+        (lambda p, q: [(6, q), (6, q)], r"stage 1: until = 6 must be an integer step after the previous stage's \(6\)"),
+        (lambda p, q: [(13, q)], r"at most train.steps = 12"),
+        (lambda p, q: [(0, q)], r"stage 0: until = 0"),
+        (lambda p, q: [(2.5, q)], r"until = 2.5 must be an integer"),
+        (lambda p, q: [q], r"expected a pair \(until, prior\)"),
+        (lambda p, q: [(4, p), (8, "coin")], r"stage 1: expected a pair"),
+        (lambda p, q: [(4, __import__("priors").get("dirichlet_categorical"))], r"does not produce the data"),
+    ],
+)
+def test_bad_curriculum_is_a_config_error(coin_prior, tiny_model, tiny_train, stages, match):
+    import priors
+
+    easy = priors.get("coin_mixture", thetas=(0.01, 0.99))
+    with pytest.raises(ConfigError, match=match):
+        train(coin_prior, tiny_model, tiny_train, None, progress=False, curriculum=stages(coin_prior, easy))
+
+
+def test_regression_curriculum_must_keep_the_input_dimension():
+    import priors
+
+    prior = priors.get("linear_regression", d=3)
+    cfg = TrainConfig(steps=4, batch_size=4, length=5, device="cpu")
+    learners.check_curriculum(prior, [(2, priors.get("linear_regression", d=3, x_subspace=1))], cfg)  # same x
+    with pytest.raises(ConfigError, match=r"x_dim 2\).*x_dim 3\)"):
+        learners.check_curriculum(prior, [(2, priors.get("linear_regression", d=2))], cfg)
