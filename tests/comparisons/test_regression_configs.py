@@ -50,6 +50,23 @@ def test_tiny_run_writes_the_regression_contract(tiny_regression_run):
     assert float(metrics["squared_error_to_reference_mean"].sel({PREDICTOR: "bayes"}).max()) == 0.0
 
 
+def test_linear_regression_learner_trains_on_its_curriculum(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "lr"
+    args = ["--config", str(CONFIG_DIR / "linear_regression.toml"), "--profile", "tiny", "--out", str(out),
+            "--no-progress", "--set", 'evaluation.predictors=["bayes", "learner"]',
+            "--set", "scenarios={}", "--set", 'scenarios.in_distribution.kind="in_distribution"']
+    assert main(args) == 0
+    meta = json.loads(max((out / "learner").glob("step-*.json")).read_text())
+    assert [(s["until"], s["prior"]["params"]["x_subspace"]) for s in meta["curriculum"]] == [(5, 1), (10, 3)]
+    capsys.readouterr()
+    assert main(args) == 0  # the same curriculum: the finished learner is reused
+    assert "reusing the trained learner" in capsys.readouterr().out
+    assert main(args + ["--set", "learner.curriculum=[]"]) == 2  # another curriculum: not that checkpoint's run
+    assert "curriculum: checkpoint" in capsys.readouterr().err
+
+
 def test_ridge_is_bayes_for_linear_regression(tmp_path):
     out = tmp_path / "lr"
     args = ["--config", str(CONFIG_DIR / "linear_regression.toml"), "--profile", "tiny", "--out", str(out),
@@ -84,6 +101,8 @@ def test_counting_config_runs_its_all_ones_prompt(tmp_path):
     [
         ('evaluation.predictors=["bayes", "frequency"]', "frequency"),
         ('learner.architecture="transformer"', "regression learner"),
+        ("learner.curriculum=[{until=2, params={d=3}}]", "learner: curriculum stage 0: prior 'linear_regression'"),
+        ("learner.curriculum=[{until=50}]", "at most train.steps = 20"),
     ],
 )
 def test_regression_config_errors_name_the_fix(tmp_path, capsys, override, message):
