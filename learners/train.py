@@ -176,17 +176,20 @@ def check_curriculum(prior, curriculum, train_config: TrainConfig) -> list[tuple
                 f"curriculum stage {i}: until = {until!r} must be an integer step after the previous stage's "
                 f"({previous}) and at most train.steps = {train_config.steps}"
             )
-        same = (stage.kind, tuple(stage.outcomes or ()), getattr(stage, "x_dim", None)) == (
-            prior.kind, tuple(prior.outcomes or ()), getattr(prior, "x_dim", None))
-        if not same:
+        if _data_form(stage) != _data_form(prior):
             raise ConfigError(
-                f"curriculum stage {i}: prior {stage.name!r} ({stage.kind}, outcomes {stage.outcomes}, x_dim "
-                f"{getattr(stage, 'x_dim', None)}) does not produce the data of the trained prior {prior.name!r} "
-                f"({prior.kind}, outcomes {prior.outcomes}, x_dim {getattr(prior, 'x_dim', None)}); a stage must "
-                "change the prior's parameters, not the shape of its data"
+                f"curriculum stage {i}: prior {stage.name!r} ({_data_form(stage, text=True)}) does not produce the "
+                f"data of the trained prior {prior.name!r} ({_data_form(prior, text=True)}); a stage must change "
+                "the prior's parameters, not the shape of its data"
             )
         previous = int(until)
     return [(int(until), stage) for until, stage in stages]
+
+
+def _data_form(prior, *, text: bool = False):
+    """What one model needs all its training data to share: kind, outcomes, input dimension (or their text)."""
+    kind, outcomes, x_dim = prior.kind, tuple(prior.outcomes or ()), getattr(prior, "x_dim", None)
+    return f"{kind}, outcomes {outcomes}, x_dim {x_dim}" if text else (kind, outcomes, x_dim)
 
 
 def config_diff(meta: dict[str, Any], signature: dict[str, Any]) -> list[str]:
