@@ -167,6 +167,8 @@ def main(argv=None) -> int:
                              f"(default {CPU_CURRICULUM})")
     parser.add_argument("--unit-curriculum", action="store_true",
                         help="curriculum inputs with unit variance per coordinate (default: E|x|^2 = d throughout)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="torch.compile the training step (default on, as in the cpu profile)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--eval-episodes", type=int, default=4096, help="evaluation episodes (default 4096)")
     parser.add_argument("--out", default=None, help="checkpoint directory (resumes there); default: no checkpoints")
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
     train = {k: getattr(args, k) for k in CPU_TRAIN}
     prior = priors.get("linear_regression", d=args.d, sigma=args.sigma)
     curriculum = dimension_curriculum(args.curriculum, d=args.d, sigma=args.sigma, unit=args.unit_curriculum)
-    cfg = learners.TrainConfig(**train, seed=TRAIN_SEED, device="cpu", log_every=100, checkpoint_every=500)
+    cfg = learners.TrainConfig(**train, seed=TRAIN_SEED, device="cpu", compile=args.compile, log_every=100,
+                               checkpoint_every=500)
     t0 = time.perf_counter()
     result = learners.train(prior, learners.PFNConfig(**model), cfg, args.out, progress=not args.no_progress,
                             curriculum=curriculum)

@@ -337,6 +337,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", dest="compile", action="store_true", default=None, help="torch.compile the step")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="run the step eagerly")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--attention", choices=("auto", "kernel"), default="auto",
+                        help="auto: masked attention at short contexts runs explicitly on the CPU (learners.model."
+                             "attend); kernel: always F.scaled_dot_product_attention, to compare")
     parser.add_argument("--name", default=None, help="RESULTS.md block (default train_throughput[_gpu])")
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md alone")
     parser.add_argument("--widths", default=None, metavar="C1,C2,...",
@@ -347,6 +350,8 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.attention == "kernel":
+        learners.model.EXPLICIT_MASKED_ATTENTION_MAX_T = 0  # `attend` reads it at every call
     prior, model_cfg, cfg = learner_setup(args.config, args.set, args.preset, args.device)
     if args.compile is not None:
         cfg = replace(cfg, compile=args.compile)
@@ -369,7 +374,8 @@ def main(argv=None) -> int:
     threads = f", {got['threads']} torch threads" if got["threads"] else ""
     lines = [
         f"### Training throughput: {describe(model_cfg, cfg)} on {device.type} ({precision}{threads}"
-        f"{', torch.compile' if got['compiled'] else ''})",
+        f"{', torch.compile' if got['compiled'] else ''}"
+        f"{', attention through the SDPA kernel' if args.attention == 'kernel' else ''})",
         "",
         f"Prior `{prior.name}`; {got['num_parameters']:,} parameters, {got['matmul_weights']:,} in matmuls; "
         f"model FLOPs per token {got['flops_per_token']:,.0f} (6 N + 12 L C T); best of {ROUNDS} rounds of "

@@ -116,6 +116,27 @@ def bos_shifted(y: torch.Tensor, bos: int, block_size: int) -> torch.Tensor:
     return torch.cat([start, y[:, :-1]], dim=1)  # (B, T)
 
 
+# Longest context whose masked attention runs as explicit softmax(q kᵀ / √hs) v on the CPU (see `attend`).
+EXPLICIT_MASKED_ATTENTION_MAX_T = 128
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax attention of queries ``q`` over keys ``k`` and values ``v``, each (B, H, T, hs).
+
+    ``mask`` (T, T) bool, True where the query may attend to the key; None is causal. Usually
+    ``F.scaled_dot_product_attention``. A custom mask on the CPU at short contexts (the PFN's context /
+    query pattern, T <= `EXPLICIT_MASKED_ATTENTION_MAX_T`) is computed explicitly instead: torch's CPU
+    flash kernel with a mask is slower there, and ``torch.compile`` fuses the explicit form's masking
+    and softmax (`benchmarks/train_throughput.py --config comparisons/configs/linear_regression.toml
+    --attention kernel` measures the kernel instead). Every query must be allowed at least one key.
+    """
+    T = q.size(-2)
+    if mask is None or q.device.type != "cpu" or T > EXPLICIT_MASKED_ATTENTION_MAX_T:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+    scores = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, T, T)
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v  # (B, H, T, hs)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: q, k, v from one matmul, ``F.scaled_dot_product_attention``, a projection.
 
@@ -137,7 +158,7 @@ class SelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))  # (B,H,T,hs)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)  # (B, H, T, hs): positions enter the scores as offsets
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)  # (B, H, T, hs)
+        y = attend(q, k, v, mask)  # (B, H, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.c_proj(y)  # (B, T, C)
 
@@ -296,6 +317,7 @@ __all__ = [
     "Block",
     "CausalSelfAttention",
     "SelfAttention",
+    "attend",
     "MLP",
     "Rotary",
     "register_architecture",

@@ -16,7 +16,7 @@ import learners
 import priors
 from learners import PFNConfig, PFNTransformer, TrainConfig, TransformerConfig, train
 from learners.checkpoint import checkpoint_steps, read_meta
-from learners.model import build_model
+from learners.model import attend, build_model
 from learners.pfn import BarDistribution, pfn_attention_mask
 from toolkit import Episodes, Predictor, dims
 from toolkit.errors import ConfigError, DataError, ModelError
@@ -164,6 +164,19 @@ def test_attention_mask():
         dtype=torch.bool,
     )
     torch.testing.assert_close(pfn_attention_mask(3), want)
+
+
+@pytest.mark.parametrize("length", [1, 3, 40, 80])  # tokens 3 .. 81 explicit on the CPU, 161 through the kernel
+def test_masked_attention_equals_numpy_softmax_attention(length):
+    T, hs = 2 * length + 1, 8
+    q, k, v = torch.randn(3, 2, T, hs, generator=torch.Generator().manual_seed(length), dtype=torch.float64).unbind(0)
+    mask = pfn_attention_mask(length)
+    got = attend(q[None], k[None], v[None], mask)[0].numpy()  # (H, T, hs)
+    scores = q.numpy() @ k.numpy().transpose(0, 2, 1) / np.sqrt(hs)
+    scores = np.where(mask.numpy(), scores, -np.inf)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    want = (weights / weights.sum(-1, keepdims=True)) @ v.numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +359,21 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(trained, regressi
     assert resumed.weights_sha256 == full.weights_sha256
     assert resumed.loss_log == full.loss_log
     torch.testing.assert_close(resumed.predictor.model.bar.borders, full.predictor.model.bar.borders, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_curve(trained, regression_prior, tiny_pfn, tiny_pfn_train, tmp_path):
+    """``train.compile`` (the linear-regression cpu profile) fuses the explicit masked attention; same numbers."""
+    _, eager = trained
+    compiled = train(regression_prior, tiny_pfn, dataclasses.replace(tiny_pfn_train, compile=True), tmp_path,
+                     progress=False)
+    assert [s for s, _ in compiled.loss_log] == [s for s, _ in eager.loss_log]
+    torch.testing.assert_close(torch.tensor([v for _, v in compiled.loss_log]),
+                               torch.tensor([v for _, v in eager.loss_log]), rtol=1e-5, atol=0)
+    got, want = compiled.predictor.model.state_dict(), eager.predictor.model.state_dict()
+    assert got.keys() == want.keys()
+    for name in want:  # AdamW's first steps move a weight by about lr wherever its gradient is not ~0
+        torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=0.01 * tiny_pfn_train.lr)
 
 
 def test_prediction_dataset(trained, episodes):
