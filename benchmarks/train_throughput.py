@@ -398,7 +398,8 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
     if not args.no_write:
         name = args.name or ("train_throughput_gpu" if args.preset == "gpu" else "train_throughput")
-        summary = (f"{datetime.now(timezone.utc).date()} {describe(model_cfg, cfg)}, {device.type}{threads}: "
+        how = (", torch.compile" if got["compiled"] else "") + (", SDPA kernel" if args.attention == "kernel" else "")
+        summary = (f"{datetime.now(timezone.utc).date()} {describe(model_cfg, cfg)}, {device.type}{threads}{how}: "
                    f"{got['tokens_per_s']:,.0f} tokens/s, {got['model_flops'] / 1e9:,.2f} GFLOP/s = {100 * mfu:.1f} % "
                    f"of {peak / 1e9:,.1f} GFLOP/s; load {got['load']}")
         write_block(name, lines + [""] + provenance("train_throughput.py", argv, str(device)), summary)

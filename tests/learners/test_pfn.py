@@ -166,7 +166,7 @@ def test_attention_mask():
     torch.testing.assert_close(pfn_attention_mask(3), want)
 
 
-@pytest.mark.parametrize("length", [1, 3, 40, 80])  # tokens 3 .. 81 explicit on the CPU, 161 through the kernel
+@pytest.mark.parametrize("length", [1, 3, 20, 40])  # tokens 3 .. 41 explicit on the CPU, 81 through the kernel
 def test_masked_attention_equals_numpy_softmax_attention(length):
     T, hs = 2 * length + 1, 8
     q, k, v = torch.randn(3, 2, T, hs, generator=torch.Generator().manual_seed(length), dtype=torch.float64).unbind(0)
