@@ -48,8 +48,8 @@ TRAIN_SEED, EVAL_SEED = 0, 1
 
 # The cpu profile (the PFNConfig defaults and comparisons/configs/linear_regression.toml): episodes of 2d + 1,
 # the positions evaluated, as Garg et al. train at d = 20 (41 points).
-CPU_MODEL = dict(n_layer=6, n_head=4, n_embd=64, mlp_ratio=2, num_buckets=1000)
-CPU_TRAIN = dict(steps=9000, batch_size=64, length=11, lr=5e-3, warmup_steps=200, weight_decay=0.0)
+CPU_MODEL = dict(n_layer=8, n_head=4, n_embd=64, mlp_ratio=2, num_buckets=1000)
+CPU_TRAIN = dict(steps=10500, batch_size=64, length=11, lr=3e-3, warmup_steps=200, weight_decay=0.0)
 # Garg et al.'s curriculum on the input dimension: x in the first k coordinates until the step given, then all d.
 CPU_CURRICULUM = "1:300,2:600,3:900,4:1200"
 TARGETS = {"mean_avg": 0.05, "mean_max": 0.1, "nll_excess": 0.05}
@@ -89,7 +89,8 @@ def dimension_curriculum(spec: str, *, d: int, sigma: float, unit: bool = False)
 
 
 def report(
-    ev: dict[str, np.ndarray], *, d: int, model: dict, train: dict, result, num_episodes: int, curriculum: str = ""
+    ev: dict[str, np.ndarray], *, d: int, model: dict, train: dict, result, num_episodes: int, curriculum: str = "",
+    seed: int = TRAIN_SEED,
 ) -> list[str]:
     mean_avg, mean_max = float(ev["mean_sq"].mean()), float(ev["mean_sq"].max())
     nll_excess = float(ev["nll_excess"].mean())
@@ -104,10 +105,11 @@ def report(
         "",
         f"Prior `linear_regression(d={d}, sigma={result.meta['prior']['params'].get('sigma')})`; learner "
         f"`PFNConfig({', '.join(f'{k}={v}' for k, v in model.items())})` ({result.meta['num_parameters']:,} "
-        f"parameters), `TrainConfig({', '.join(f'{k}={v}' for k, v in train.items())})`, seed {TRAIN_SEED}, "
+        f"parameters), `TrainConfig({', '.join(f'{k}={v}' for k, v in train.items())})`, seed {seed}, "
         + (f"curriculum on the input dimension `{curriculum}` (x in the first k coordinates before step s, "
            "for k:s)" if curriculum else "no curriculum") + "; "
-        f"trained {result.steps} steps in {result.wall_time_s / 60:.1f} min on the CPU (finished "
+        f"trained {result.steps} steps in {result.wall_time_s / 60:.1f} min on the CPU"
+        f"{', compiled (torch.compile)' if result.meta.get('runtime', {}).get('compile') else ', eager'} (finished "
         f"{result.meta.get('saved_at', 'at an unrecorded time')}; the load average below is the one when this "
         "command started, which reused the finished run when given its --out) "
         f"(final training loss {result.loss_log[-1][1]:.3f} nats). Evaluation: {num_episodes} fresh episodes of "
@@ -169,6 +171,7 @@ def main(argv=None) -> int:
                         help="curriculum inputs with unit variance per coordinate (default: E|x|^2 = d throughout)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                         help="torch.compile the training step (default on, as in the cpu profile)")
+    parser.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"training seed (default {TRAIN_SEED})")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--eval-episodes", type=int, default=4096, help="evaluation episodes (default 4096)")
     parser.add_argument("--out", default=None, help="checkpoint directory (resumes there); default: no checkpoints")
@@ -186,7 +189,7 @@ def main(argv=None) -> int:
     train = {k: getattr(args, k) for k in CPU_TRAIN}
     prior = priors.get("linear_regression", d=args.d, sigma=args.sigma)
     curriculum = dimension_curriculum(args.curriculum, d=args.d, sigma=args.sigma, unit=args.unit_curriculum)
-    cfg = learners.TrainConfig(**train, seed=TRAIN_SEED, device="cpu", compile=args.compile, log_every=100,
+    cfg = learners.TrainConfig(**train, seed=args.seed, device="cpu", compile=args.compile, log_every=100,
                                checkpoint_every=500)
     t0 = time.perf_counter()
     result = learners.train(prior, learners.PFNConfig(**model), cfg, args.out, progress=not args.no_progress,
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
     ev = evaluate(result.predictor, bayes, prior, d=args.d, num_episodes=args.eval_episodes,
                   key=jax.random.key(EVAL_SEED))
     lines = report(ev, d=args.d, model=model, train=train, result=result, num_episodes=args.eval_episodes,
-                   curriculum=args.curriculum)
+                   curriculum=args.curriculum, seed=args.seed)
     print("\n".join(lines + provenance), flush=True)
     if not args.no_write:
         write(lines, provenance)
