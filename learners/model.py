@@ -141,7 +141,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: q, k, v from one matmul, ``F.scaled_dot_product_attention``, a projection.
+    """Multi-head self-attention: q, k, v from one matmul, `attend` (softmax attention), a projection.
 
     Causal unless ``forward`` gets a boolean ``mask`` (True: the query may attend to the key), which
     replaces the causal one (the PFN's context / query pattern). ``rotary`` turns queries and keys by
