@@ -107,21 +107,39 @@ def learner_architecture(cfg: RunConfig, prior) -> str:
 
 def train_learner(cfg: RunConfig, prior, out: Path, *, progress: bool):
     """Reuse a finished checkpoint whose config matches, else train (resuming from the newest checkpoint)."""
+    try:
+        architecture = learner_architecture(cfg, prior)  # checks it fits the prior
+    except MetabayesError as exc:
+        raise _in_context(exc, "learner") from None
+    return trained_learner(cfg, prior, out / "learner", architecture, cfg.learner.model, cfg.learner.training,
+                           cfg.learner.curriculum, where="learner", progress=progress)
+
+
+def trained_learner(cfg: RunConfig, prior, directory: Path, architecture: str, model: dict, training: dict, stages,
+                    *, where: str, name: str = "learner", progress: bool, label: str | None = None):
+    """The learner of these settings in ``directory``: its finished checkpoint when the config matches, else trained.
+
+    Config errors are prefixed with ``where`` (the config key); training resumes from the newest checkpoint and,
+    with ``progress``, announces ``label`` first.
+    """
     import learners
 
     try:
-        model_cfg = model_config(learner_architecture(cfg, prior), cfg.learner.model)  # checks it fits the prior
-        train_cfg = learners.TrainConfig.from_dict(cfg.learner.training)
-        curriculum = build_curriculum(cfg, cfg.learner.curriculum, "learner")
+        model_cfg = model_config(architecture, model)
+        train_cfg = learners.TrainConfig.from_dict(training)
+        curriculum = build_curriculum(cfg, stages, where)
         learners.check_curriculum(prior, curriculum, train_cfg)
     except MetabayesError as exc:
-        raise _in_context(exc, "learner") from None
-    directory = out / "learner"
+        raise _in_context(exc, where) from None
     if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True, curriculum=curriculum):
-        predictor = learners.load(directory)
         print(f"reusing the trained learner in {directory}")
-        return predictor
-    return learners.train(prior, model_cfg, train_cfg, directory, progress=progress, curriculum=curriculum).predictor
+        return learners.load(directory, name=name)
+    if progress and label:
+        print(f"training {label}")
+    result = learners.train(prior, model_cfg, train_cfg, directory, progress=progress, curriculum=curriculum)
+    predictor = result.predictor
+    predictor.name = name
+    return predictor
 
 
 def learner_specs(cfg: RunConfig) -> dict[str, tuple[str, str, dict, dict, list]]:
@@ -179,28 +197,11 @@ def check_prompts_fit(cfg: RunConfig, scenarios, outcomes) -> None:
 
 def train_learners(cfg: RunConfig, prior, out: Path, *, progress: bool) -> dict:
     """Every ``[learners.NAME]`` learner, one per seed, each in ``out/learners/NAME-s<seed>``; reused when finished."""
-    import learners
-
     trained = {}
     for name, (group, architecture, model, training, stages) in learner_specs(cfg).items():
-        try:
-            model_cfg = model_config(architecture, model)
-            train_cfg = learners.TrainConfig.from_dict(training)
-            curriculum = build_curriculum(cfg, stages, f"learners.{group}")
-            learners.check_curriculum(prior, curriculum, train_cfg)
-        except MetabayesError as exc:
-            raise _in_context(exc, f"learners.{group}") from None
-        directory = out / "learners" / name
-        if learners.config_matches(directory, prior, model_cfg, train_cfg, finished=True, curriculum=curriculum):
-            trained[name] = learners.load(directory, name=name)
-            print(f"reusing the trained learner in {directory}")
-        else:
-            if progress:
-                print(f"training {name} ({architecture})")
-            trained[name] = learners.train(
-                prior, model_cfg, train_cfg, directory, progress=progress, curriculum=curriculum
-            ).predictor
-            trained[name].name = name
+        trained[name] = trained_learner(cfg, prior, out / "learners" / name, architecture, model, training, stages,
+                                        where=f"learners.{group}", name=name, progress=progress,
+                                        label=f"{name} ({architecture})")
     return trained
 
 
