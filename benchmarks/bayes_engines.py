@@ -209,13 +209,13 @@ def accuracy() -> list[str]:
         mcmc = bayes_predictor(prior, engine="mcmc", key=jax.random.key(12), progress=False,
                                num_warmup=500, num_samples=1000, num_chains=4)
         t0 = time.perf_counter()
-        pred = mcmc.predict(episodes)
+        pred, idata = mcmc.run(episodes)
         wall = time.perf_counter() - t0
         exact = bayes_predictor(prior).predict(episodes)
-        positions = list(mcmc.inference_data.posterior["position"].values)
+        positions = list(idata.posterior["position"].values)
         got = np.exp(pred["log_prob"].sel(position=positions).values)
         want = np.exp(exact["log_prob"].sel(position=positions).values)
-        mcse = az.mcse(mcmc.inference_data, var_names=["predictive_prob"])["predictive_prob"]
+        mcse = az.mcse(idata, var_names=["predictive_prob"])["predictive_prob"]
         mcse = mcse.transpose("episode", "position", "outcome").values
         delta = np.abs(got - want)
         # differences at float precision count as none (coin_mixture's exact draws have MCSE ~1e-17)

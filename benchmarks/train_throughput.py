@@ -46,8 +46,9 @@ sys.path.insert(0, str(ROOT))
 import learners  # noqa: E402  (before torch: sets OMP_WAIT_POLICY and JAX's preallocation)
 import torch  # noqa: E402
 
-from learners import TrainConfig, TransformerConfig  # noqa: E402
+from learners import TrainConfig  # noqa: E402
 from learners.distributed import World  # noqa: E402
+from learners.model import SelfAttention  # noqa: E402
 from learners.train import _make_optimizer, _Prefetcher, pick_device, resolve_model_config, train_step  # noqa: E402
 from learners.train import compiles, training_objective  # noqa: E402
 
@@ -112,11 +113,11 @@ def learner_setup(config: Path | None, overrides: list[str], preset: str, device
 
     ``prior`` replaces the experiment's own prior (the learner is then built for it).
     """
-    from comparisons import run as cli
     from comparisons.config import load_config
+    from comparisons.plan import build_prior
 
     cfg = load_config(config or DEFAULT_CONFIG)
-    prior = cli.build_prior(cfg) if prior is None else prior
+    prior = build_prior(cfg) if prior is None else prior
     model_values = dict(cfg.learner.model)
     train_values = {**cfg.learner.training, "device": device}
     if preset == "gpu":
@@ -127,10 +128,9 @@ def learner_setup(config: Path | None, overrides: list[str], preset: str, device
         if section not in ("model", "train") or not name:
             raise SystemExit(f"--set {item!r}: expected model.NAME=VALUE or train.NAME=VALUE")
         (model_values if section == "model" else train_values)[name] = _literal(raw)
-    if hasattr(cli, "learner_architecture"):  # transformer, rnn or pfn, as comparisons/run.py picks it
-        model_cfg = cli.model_config(cli.learner_architecture(cfg, prior), model_values)
-    else:
-        model_cfg = TransformerConfig.from_dict(model_values)
+    # transformer, rnn or pfn, as comparisons/run.py picks it
+    architecture = cfg.learner.architecture or prior.data_kind.default_architecture
+    model_cfg = learners.architecture_config(architecture).from_dict(model_values)
     train_cfg = TrainConfig.from_dict(train_values)
     return prior, resolve_model_config(prior, model_cfg, train_cfg), train_cfg
 
@@ -159,7 +159,7 @@ def flops_per_token(model: torch.nn.Module, length: int) -> float:
     """Training FLOPs per token: 6 N + 12 n_layer n_embd T (attention, transformers only)."""
     flops = 6.0 * matmul_weights(model)
     config = model.config
-    if getattr(config, "n_layer", None) and hasattr(config, "n_head"):
+    if any(isinstance(m, SelfAttention) for m in model.modules()):
         flops += 12.0 * config.n_layer * config.n_embd * length
     return flops
 
@@ -254,10 +254,9 @@ def measure(prior, model_cfg, cfg: TrainConfig, device: torch.device, *, steps: 
             busy: bool = False, sampled: bool = True) -> dict:
     """Throughput of training steps without and (with ``sampled``) with sampling; see the module docstring."""
     model = learners.build_model(model_cfg, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
-    if hasattr(model, "fit_to_prior"):
-        import jax
+    import jax
 
-        model.fit_to_prior(prior, jax.random.key(cfg.seed), cfg)
+    model.fit_to_prior(prior, jax.random.key(cfg.seed), cfg)  # the PFN's buckets; the token learners fit nothing
     model.train()
     optimizer = _make_optimizer(model, cfg, device)
     objective = training_objective(model, cfg, device)
@@ -299,14 +298,15 @@ def measure(prior, model_cfg, cfg: TrainConfig, device: torch.device, *, steps: 
 
 def describe(model_cfg, cfg: TrainConfig) -> str:
     fields = ("n_layer", "n_head", "n_embd", "mlp_ratio", "cell", "hidden")
-    arch = ", ".join(f"{f}={getattr(model_cfg, f)}" for f in fields if hasattr(model_cfg, f))
+    values = model_cfg.to_dict()
+    arch = ", ".join(f"{f}={values[f]}" for f in fields if f in values)
     return f"{type(model_cfg).__name__}({arch}), batch {cfg.batch_size} x length {cfg.length}"
 
 
 def width_table(prior, model_cfg, cfg: TrainConfig, device, widths: list[int], peak: float, *, steps: int,
                 warmup: int) -> list[str]:
     """Rows of model FLOP utilisation of the same learner at other widths (``n_embd``), against the same peak."""
-    heads = f"{model_cfg.n_head} heads, " if hasattr(model_cfg, "n_head") else ""
+    heads = f"{model_cfg.n_head} heads, " if "n_head" in model_cfg.to_dict() else ""
     rows = ["", f"Model FLOP utilisation against width (`--widths`): the learner above with `n_embd` changed (the "
                 f"same {heads}batch and length), batches sampled beforehand, against the peak above.", "",
             "| n_embd | parameters | FLOPs per token | step (ms) | tokens/s | model GFLOP/s | MFU | load average |",

@@ -17,7 +17,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .checkpoint import weights_sha256
-from .model import CausalTransformer, ModelConfig, TransformerConfig, build_model, register_architecture
+from .config import architecture_config, architectures_for
+from .model import Architecture, CausalTransformer, ModelConfig, TransformerConfig, build_model, register_architecture
 from .pfn import PFNConfig, PFNTransformer  # registers the regression learner
 from .predictor import LearnerPredictor, load
 from .rnn import RecurrentLM, RNNConfig  # registers the LSTM / GRU architecture
@@ -33,6 +34,9 @@ from .train import (
 )
 
 __all__ = [
+    "Architecture",
+    "architecture_config",
+    "architectures_for",
     "TransformerConfig",
     "ModelConfig",
     "CausalTransformer",

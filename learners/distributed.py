@@ -1,8 +1,10 @@
 """Data-parallel training over the processes ``torchrun`` launches: one process per GPU (or CPU slot).
 
-    torchrun --standalone --nproc_per_node 8 -m learners.distributed --config comparisons/configs/NAME.toml \\
+    torchrun --standalone --nproc_per_node 8 -m comparisons.training --config comparisons/configs/NAME.toml \\
         --out results/NAME
     python comparisons/run.py --config comparisons/configs/NAME.toml --out results/NAME   # reuses the learner
+
+(the entry point lives with the experiments, ``comparisons/training.py``: learners import only the toolkit).
 
 Identical-data semantics: the batch of step s is ``train.num_shards`` shards,
 shard j drawn from ``fold_in(fold_in(key, s), j)``, and rank r of W processes
@@ -22,10 +24,8 @@ CUDA and gloo on the CPU, unless the caller created one already.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
-import sys
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -140,42 +140,4 @@ def all_reduce(tensor: torch.Tensor, world: World, op: str = "sum") -> torch.Ten
     return tensor
 
 
-def main(argv=None) -> int:
-    """Train the learners of an experiment config under torchrun; ``comparisons/run.py`` then reuses them."""
-    parser = argparse.ArgumentParser(
-        description="Train an experiment's learners on every process torchrun launches (checkpoints from rank 0); "
-        "then run `python comparisons/run.py` with the same --config/--set/--out to evaluate them.",
-    )
-    parser.add_argument("--config", default=None, help="experiment TOML (default: the two-coin experiment)")
-    parser.add_argument("--profile", default=None, help="a [profiles.NAME] of the config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    parser.add_argument("--out", default=None, help="results folder; the learners go to OUT/learner, OUT/learners/")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-
-    from pathlib import Path
-
-    from comparisons import run
-    from comparisons.config import load_config
-
-    cfg = load_config(args.config, args.set, args.profile)
-    out = Path(args.out) if args.out else Path("results") / Path(args.config or "coin_mixture").stem
-    prior = run.build_prior(cfg)
-    world = world_from_env()
-    progress = not args.no_progress and world.is_main
-    if "learner" in cfg.evaluation.predictors:
-        run.train_learner(cfg, prior, out, progress=progress)
-    if cfg.learners:
-        run.train_learners(cfg, prior, out, progress=progress)
-    if world.is_main:
-        print(f"trained on {world.size} process(es); evaluate with: python comparisons/run.py"
-              + (f" --config {args.config}" if args.config else "")
-              + (f" --profile {args.profile}" if args.profile else "")
-              + "".join(f" --set {s}" for s in args.set) + f" --out {out}")
-    return 0
-
-
 __all__ = ["World", "world_from_env", "shards_of", "join", "barrier", "all_reduce"]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -29,26 +29,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from toolkit.errors import ConfigError, DataError, UnknownNameError
 
-from .config import ConfigDict
+from .config import ArchitectureConfig, TokenModelConfig, context_length
 
 PositionalEncoding = Literal["learned", "none", "rotary"]
 ROPE_BASE = 10_000.0  # rotary angles: position t turns channel pair i by t / ROPE_BASE^(2i / head_size)
 
 
 @dataclass(frozen=True)
-class TransformerConfig(ConfigDict):
-    """Architecture of a `CausalTransformer`; the defaults are the tuned coin-mixture learner."""
+class TransformerConfig(TokenModelConfig):
+    """Architecture of a `CausalTransformer`; the defaults are the tuned coin-mixture learner.
 
-    vocab_size: int | None = None  # outcomes V of the prior (inputs add a BOS token); None = read from the prior
-    block_size: int | None = None  # longest context the model accepts; None = the training length
+    ``vocab_size`` and ``block_size`` (`TokenModelConfig`) come first.
+    """
+
+    NAME = "transformer"
+
     n_layer: int = 2  # transformer blocks
     n_head: int = 2  # attention heads per block
     n_embd: int = 64  # residual stream width; a multiple of n_head
@@ -57,11 +61,8 @@ class TransformerConfig(ConfigDict):
     pos_encoding: PositionalEncoding = "learned"  # "learned" absolute, "rotary" (relative), or "none" (causal mask only)
 
     def __post_init__(self):
+        super().__post_init__()
         self.require_positive("n_layer", "n_head", "n_embd", "mlp_ratio")
-        if self.vocab_size is not None and self.vocab_size < 2:
-            raise ConfigError(f"model.vocab_size must be at least 2 outcomes, got {self.vocab_size}")
-        if self.block_size is not None and self.block_size < 1:
-            raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
         if self.pos_encoding not in ("learned", "none", "rotary"):
@@ -71,10 +72,6 @@ class TransformerConfig(ConfigDict):
                 f"rotary positions turn channel pairs, so the head size n_embd / n_head must be even, got "
                 f"{self.n_embd} / {self.n_head} = {self.n_embd // self.n_head}"
             )
-
-    @property
-    def resolved(self) -> bool:
-        return self.vocab_size is not None and self.block_size is not None
 
 
 ModelConfig = TransformerConfig
@@ -201,6 +198,125 @@ class Block(nn.Module):
         return x
 
 
+def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean next-token loss over the positions that hold data.
+
+    logits (B, T, V), y (B, T), mask (B, T) bool or None.
+    """
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (B*T,)
+    if mask is None:
+        return loss.mean()
+    mask = mask.flatten().to(loss.dtype)  # (B*T,)
+    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class Architecture(nn.Module):
+    """What every learner architecture shares; the hooks training and prediction call all have defaults.
+
+    A subclass is built as ``cls(config, generator=None)`` from a resolved config of its own
+    (``resolve(prior, train_config)`` fills what it reads from the prior) and a ``torch.Generator``
+    that draws the initial weights (default: one seeded with 0; the global RNG is never used). It
+    builds its layers after ``super().__init__(config)`` (which checks the config is resolved and
+    keeps it) and ends with ``self.initialise(generator)``.
+
+    - ``kind``: the data kind it learns (`toolkit.kinds`); ``target_dtype``: the dtype of y in its batches.
+    - `reset_parameters`: draw the initial weights from a ``torch.Generator`` (never the global RNG).
+    - `fit_to_prior`: fit what depends on the prior before step 0 (the PFN's bar buckets); nothing here.
+    - `training_loss`: the mean loss over a batch's positions that hold data; here next-token cross-entropy.
+    - `episode_arrays` and `predictive`: the arrays it reads from `Episodes`, and its float64 predictive
+      on one batch of them (`learners.LearnerPredictor` batches and labels it); here next-token tables.
+    """
+
+    kind: ClassVar[str] = "tokens"
+    target_dtype: ClassVar[torch.dtype] = torch.long
+
+    def __init__(self, config: ArchitectureConfig):
+        super().__init__()
+        if not config.resolved:
+            raise ConfigError(
+                f"{type(self).__name__} needs model.{' and model.'.join(config.DATA_FIELDS)} set "
+                f"({type(config).__name__}.resolve(prior, train_config) fills them)"
+            )
+        self.config = config
+
+    def initialise(self, generator: torch.Generator | None) -> None:
+        """Draw the initial weights from ``generator`` (default: one seeded with 0)."""
+        self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def gpt2_init(self, generator: torch.Generator, *, skip: tuple[str, ...] = ()) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual projections scaled by depth, zero biases, unit gains."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1 and name not in skip:  # LayerNorm gains
+                nn.init.ones_(p)
+            else:
+                std = residual_std if name.endswith("c_proj.weight") else 0.02
+                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def fit_to_prior(self, prior, key, train_config) -> None:
+        """Fit what the architecture takes from prior samples before training; nothing by default."""
+
+    def shape_text(self) -> str:
+        """The architecture's size in words, for reprs and reports."""
+        return f"{self.config.n_layer} layers x {self.config.n_embd} wide"
+
+    def episode_arrays(self, episodes) -> dict[str, np.ndarray]:
+        """What `predictive` reads from ``episodes``: the tokens (padding clipped into the vocabulary)."""
+        # Padding after EOS may hold any value; it never reaches earlier positions, but must index the embedding.
+        return {"y": np.clip(episodes.y.astype(np.int64), 0, self.config.vocab_size - 1)}
+
+    @torch.no_grad()
+    def predictive(self, batch: dict[str, torch.Tensor], *, y_grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The float64 predictive of one batch of `episode_arrays`: ``log_prob`` (B, T, V) of the next token."""
+        return {"log_prob": torch.log_softmax(self(batch["y"]).double(), dim=-1)}
+
+    def training_loss(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        """Mean next-token cross-entropy over the positions that hold data (``batch["mask"]``)."""
+        return masked_cross_entropy(self(batch["y"]), batch["y"], batch["mask"])
+
+
+class TokenArchitecture(Architecture):
+    """A next-token model: inputs ``[BOS, y_1, ..., y_{T-1}]`` give the logits of ``y_1, ..., y_T``.
+
+    The BOS shift is shared by every token learner so that position t never sees y_t; a subclass
+    maps the embedded inputs to logits (`next_token_logits`).
+    """
+
+    def __init__(self, config: TokenModelConfig):
+        super().__init__(config)
+        self.bos = config.vocab_size  # the extra input token
+        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # V outcomes + BOS
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits for every position.
+
+        Parameters
+        ----------
+        y : torch.LongTensor, shape (batch, position)
+            Outcomes ``y_1..y_T`` in ``[0, V)``.
+
+        Returns
+        -------
+        torch.Tensor, shape (batch, position, V)
+            Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
+        """
+        idx = bos_shifted(y, self.bos, self.config.block_size)  # (B, T): [BOS, y_1 .. y_{T-1}]
+        return self.next_token_logits(self.wte(idx))  # (B, T, V)
+
+    def next_token_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, V) from the embedded inputs ``x`` (B, T, C) = embeddings of ``[BOS, y_1 .. y_{T-1}]``."""
+        raise NotImplementedError
+
+
 # Architecture name (the class name, recorded in checkpoints) -> (config class, module class).
 _ARCHITECTURES: dict[str, tuple[type, type]] = {}
 
@@ -232,16 +348,11 @@ def build_model(config, *, generator: torch.Generator | None = None) -> nn.Modul
 
 
 @register_architecture(TransformerConfig)
-class CausalTransformer(nn.Module):
-    """Next-token model for a token prior with V outcomes.
+class CausalTransformer(TokenArchitecture):
+    """Next-token transformer for a token prior with V outcomes.
 
-    Parameters
-    ----------
-    config : TransformerConfig
-        A resolved config (``vocab_size`` and ``block_size`` set).
-    generator : torch.Generator, optional
-        Source of the initial weights; the same generator state gives the same
-        weights. Default: a generator seeded with 0 (the global RNG is never used).
+    Built from a resolved `TransformerConfig` and an optional ``generator`` (`Architecture`); the same
+    generator state gives the same weights.
 
     Examples
     --------
@@ -251,72 +362,32 @@ class CausalTransformer(nn.Module):
     """
 
     def __init__(self, config: TransformerConfig, *, generator: torch.Generator | None = None):
-        super().__init__()
-        if not config.resolved:
-            raise ConfigError("CausalTransformer needs model.vocab_size and model.block_size set")
-        self.config = config
-        self.bos = config.vocab_size  # the extra input token
-        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # V outcomes + BOS
+        super().__init__(config)  # the BOS-shifted token embedding
         self.wpe = nn.Embedding(config.block_size, config.n_embd) if config.pos_encoding == "learned" else None
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.bias)
-        self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
+        self.initialise(generator)
 
-    @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """GPT-2 initialisation, drawn from ``generator``: N(0, 0.02), residual projections scaled by depth."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif p.dim() == 1:  # LayerNorm gains
-                nn.init.ones_(p)
-            else:
-                std = residual_std if name.endswith("c_proj.weight") else 0.02
-                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
+        """GPT-2 initialisation, drawn from ``generator``."""
+        self.gpt2_init(generator)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Logits for every position.
-
-        Parameters
-        ----------
-        y : torch.LongTensor, shape (batch, position)
-            Outcomes ``y_1..y_T`` in ``[0, V)``.
-
-        Returns
-        -------
-        torch.Tensor, shape (batch, position, V)
-            Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
-        """
-        T = y.size(1)
-        idx = bos_shifted(y, self.bos, self.config.block_size)  # (B, T): [BOS, y_1 .. y_{T-1}]
-        x = self.wte(idx)  # (B, T, C)
+    def next_token_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.wpe is not None:
-            x = x + self.wpe(torch.arange(T, device=y.device))  # (B, T, C) + (T, C)
+            x = x + self.wpe(torch.arange(x.size(1), device=x.device))  # (B, T, C) + (T, C)
         for block in self.blocks:
             x = block(x)  # (B, T, C)
         return self.lm_head(self.ln_f(x))  # (B, T, V)
-
-
-def context_length(block_size: int | None, train_length: int) -> int:
-    """A learner's context: ``block_size``, or the training length when None; it must hold the training episodes."""
-    block = train_length if block_size is None else block_size
-    if block < train_length:
-        raise ConfigError(
-            f"train.length ({train_length}) is longer than model.block_size ({block}); "
-            "raise model.block_size or shorten train.length"
-        )
-    return block
 
 
 __all__ = [
     "TransformerConfig",
     "ModelConfig",
     "CausalTransformer",
+    "Architecture",
+    "TokenArchitecture",
+    "masked_cross_entropy",
     "Block",
     "CausalSelfAttention",
     "SelfAttention",

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from toolkit.dims import QUANTILES
 from toolkit.errors import ConfigError, DataError, ModelError
 
-from .config import ConfigDict
-from .model import Block, SelfAttention, context_length, register_architecture
+from .config import ArchitectureConfig, context_length
+from .model import Architecture, Block, SelfAttention, register_architecture
 
 # The half-normal tail of an outer bucket puts this much of the bucket's mass within the bucket's width (PFNs' choice).
 TAIL_MASS_IN_BUCKET = 0.5
@@ -48,12 +49,16 @@ SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 @dataclass(frozen=True)
-class PFNConfig(ConfigDict):
+class PFNConfig(ArchitectureConfig):
     """Architecture of a `PFNTransformer`.
 
     The defaults are the CPU-sized learner of ``benchmarks/pfn_linear_regression.py`` (linear regression,
     d = 5); its measured accuracy against exact Bayes is in ``benchmarks/RESULTS.md``.
     """
+
+    NAME = "pfn"
+    KIND = "regression"
+    DATA_FIELDS = ("x_dim", "block_size")
 
     x_dim: int | None = None  # regression features F of the prior; None = read from the prior
     block_size: int | None = None  # longest episode accepted; None = the training length
@@ -65,28 +70,20 @@ class PFNConfig(ConfigDict):
     num_buckets: int = 1000  # bars of the output distribution, borders at quantiles of prior y (PFNs: 1000)
 
     def __post_init__(self):
+        self.check_data_fields()
         self.require_positive("n_layer", "n_head", "n_embd", "mlp_ratio")
         if self.n_embd % self.n_head:
             raise ConfigError(f"model.n_embd ({self.n_embd}) must be a multiple of model.n_head ({self.n_head})")
         if self.num_buckets < 3:
             raise ConfigError(f"model.num_buckets must be at least 3 (two tails and one bar), got {self.num_buckets}")
-        if self.x_dim is not None and self.x_dim < 1:
-            raise ConfigError(f"model.x_dim must be a positive integer, got {self.x_dim}")
-        if self.block_size is not None and self.block_size < 1:
-            raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
 
     @property
-    def resolved(self) -> bool:
-        return self.x_dim is not None and self.block_size is not None
+    def output_width(self) -> int:
+        return self.num_buckets
 
     def resolve(self, prior, train_config) -> PFNConfig:
         """Fill ``x_dim`` from the prior and ``block_size`` from the training length; check they agree."""
-        if prior.kind != "regression":
-            raise ConfigError(
-                f"prior {prior.name!r} is a {prior.kind} prior, but the PFN learner predicts real y from inputs x; "
-                "use a token architecture (learners.TransformerConfig or RNNConfig; in a config, "
-                "[learner] architecture = \"transformer\")"
-            )
+        self.check_kind(prior)
         x_dim = prior.x_dim if self.x_dim is None else self.x_dim
         if x_dim != prior.x_dim:
             raise ConfigError(f"model.x_dim is {x_dim} but prior {prior.name!r} has {prior.x_dim} features")
@@ -260,15 +257,10 @@ def pfn_attention_mask(length: int, device=None) -> torch.Tensor:
 
 
 @register_architecture(PFNConfig)
-class PFNTransformer(nn.Module):
+class PFNTransformer(Architecture):
     """Regression PFN: the predictive density of y_t given x_t and the pairs before t, for every t at once.
 
-    Parameters
-    ----------
-    config : PFNConfig
-        A resolved config (``x_dim`` and ``block_size`` set).
-    generator : torch.Generator, optional
-        Source of the initial weights (default: seeded with 0; the global RNG is never used).
+    Built from a resolved `PFNConfig` and an optional ``generator`` (`learners.model.Architecture`).
 
     Examples
     --------
@@ -277,13 +269,11 @@ class PFNTransformer(nn.Module):
     torch.Size([2, 16, 10])
     """
 
-    kind = "regression"  # what `LearnerPredictor` predicts with it
+    kind = "regression"
+    target_dtype = torch.float32
 
     def __init__(self, config: PFNConfig, *, generator: torch.Generator | None = None):
-        super().__init__()
-        if not config.resolved:
-            raise ConfigError("PFNTransformer needs model.x_dim and model.block_size set (PFNConfig.resolve)")
-        self.config = config
+        super().__init__(config)
         self.enc_x = nn.Linear(config.x_dim, config.n_embd, bias=config.bias)
         self.enc_y = nn.Linear(1, config.n_embd, bias=config.bias)
         self.empty = nn.Parameter(torch.zeros(config.n_embd))  # the token every query can fall back on
@@ -293,23 +283,11 @@ class PFNTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.num_buckets, bias=config.bias)
         self.bar = BarDistribution(config.num_buckets)
-        self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
+        self.initialise(generator)
 
-    @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
-        """GPT-2 initialisation, drawn from ``generator``: N(0, 0.02), residual projections scaled by depth."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif p.dim() == 1 and name != "empty":  # LayerNorm gains
-                nn.init.ones_(p)
-            else:
-                std = residual_std if name.endswith("c_proj.weight") else 0.02
-                nn.init.normal_(p, mean=0.0, std=std, generator=generator)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        """GPT-2 initialisation, drawn from ``generator``; the empty token like a weight, N(0, 0.02)."""
+        self.gpt2_init(generator, skip=("empty",))
 
     @torch.no_grad()
     def fit_to_prior(self, prior, key, train_config) -> None:
@@ -351,6 +329,34 @@ class PFNTransformer(nn.Module):
         for block in self.blocks:
             h = block(h, mask)  # (B, 2T + 1, C)
         return self.head(self.ln_f(h[:, T + 1 :]))  # (B, T, K): the query tokens
+
+    def shape_text(self) -> str:
+        return f"{super().shape_text()}, {self.config.num_buckets} buckets"
+
+    def episode_arrays(self, episodes) -> dict[str, np.ndarray]:
+        """x (float32) and y (float64) of ``episodes``; DataError unless x has the learner's features."""
+        if episodes.x.shape[-1] != self.config.x_dim:
+            raise DataError(
+                f"the episodes carry {episodes.x.shape[-1]} features x but the learner was trained on "
+                f"{self.config.x_dim}; evaluate it on episodes of its own prior's shape"
+            )
+        return {"x": np.asarray(episodes.x, dtype=np.float32), "y": np.asarray(episodes.y, dtype=np.float64)}
+
+    @torch.no_grad()
+    def predictive(self, batch: dict[str, torch.Tensor], *, y_grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The bar distribution at every position, float64: ``log_score`` (the realised y), ``mean``,
+        ``variance``, ``quantile_value`` at `toolkit.dims.QUANTILES` and, on ``y_grid``, ``grid_log_density``."""
+        logits = self(batch["x"], batch["y"]).double()  # (b, T, K)
+        bar = self.bar
+        out = {
+            "log_score": bar.log_density(logits, batch["y"]),
+            "mean": bar.mean(logits),
+            "variance": bar.variance(logits),
+            "quantile_value": bar.icdf(logits, QUANTILES),
+        }
+        if y_grid is not None:
+            out["grid_log_density"] = bar.grid_log_density(logits, y_grid)
+        return out
 
     def training_loss(self, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
         """Mean negative log density of the realised y over the positions that hold data."""

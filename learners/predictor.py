@@ -3,7 +3,9 @@
 Token learners give next-token log-probabilities; a regression learner (an
 architecture whose class says ``kind = "regression"``, the PFN) gives the log
 density of the realised y, mean, variance, quantiles and, on request, the log
-density on a y-grid, all computed in float64 from its bar distribution.
+density on a y-grid, all computed in float64 from its bar distribution. What
+differs lives in the architecture (`learners.model.Architecture`) and the
+data kind (`toolkit.kinds`), not here.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ import numpy as np
 import torch
 import xarray as xr
 
-from toolkit.dims import QUANTILES
 from toolkit.episodes import Episodes
 from toolkit.errors import CheckpointError, DataError
-from toolkit.predictive import regression_predictions, token_predictions
+from toolkit.kinds import get_kind
+from toolkit.predictive import Predictor
 
 from .checkpoint import checkpoint_paths, load_weights, read_meta
-from .model import CausalTransformer, TransformerConfig, architecture
+from .model import Architecture, architecture
 
 
-class LearnerPredictor:
+class LearnerPredictor(Predictor):
     """Predictions of a trained learner (any registered architecture), as the toolkit's prediction Dataset.
+
+    The architecture says what it reads from the episodes and what its predictive is
+    (`learners.model.Architecture.episode_arrays` / ``predictive``); this class batches, checks
+    lengths and kinds, and labels the result through the data kind (`toolkit.kinds`).
 
     Parameters
     ----------
@@ -46,7 +52,7 @@ class LearnerPredictor:
 
     def __init__(
         self,
-        model: CausalTransformer,
+        model: Architecture,
         meta: dict[str, Any],
         *,
         name: str = "learner",
@@ -60,17 +66,48 @@ class LearnerPredictor:
         self.name = name
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.batch_size = int(batch_size)
-        self.kind = getattr(model, "kind", "tokens")  # "tokens" or "regression"
-        if self.kind == "tokens":
+        self.kind = model.kind  # "tokens" or "regression"
+        self.data_kind = get_kind(model.kind)
+        self.outcomes = None
+        if self.data_kind.finite_outcomes:
             self.outcomes = tuple(meta.get("outcomes") or (str(v) for v in range(model.config.vocab_size)))
-        else:
-            self.outcomes = None
 
     @property
-    def config(self) -> TransformerConfig:
+    def config(self):
         return self.model.config
 
+    @property
+    def context(self) -> int:
+        """The longest episode the learner reads: its ``block_size`` (the training length by default)."""
+        return int(self.config.block_size)
+
+    def _check_length(self, length: int) -> None:
+        """DataError naming the fix when episodes are longer than the learner's context."""
+        if length > self.context:
+            raise DataError(
+                f"episodes of length {length} are longer than the learner's context of {self.context} "
+                f"(its training length); evaluate at length <= {self.context} or retrain with "
+                f"train.length >= {length}"
+            )
+
     @torch.no_grad()
+    def outputs(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The architecture's predictive at every position, float64 arrays led by (episode, position).
+
+        Token learners: ``log_prob`` (episode, position, outcome). Regression learners: ``log_score``,
+        ``mean``, ``variance``, ``quantile_value`` (..., quantile) and, with ``y_grid``,
+        ``grid_log_density`` (..., y_grid).
+        """
+        self.data_kind.check_episodes(episodes, outcomes=self.outcomes)
+        self._check_length(episodes.length)
+        arrays = self.model.episode_arrays(episodes)
+        grid = None if y_grid is None else torch.tensor(np.asarray(y_grid, np.float64), device=self.device)
+        parts = []
+        for lo in range(0, episodes.num_episodes, self.batch_size):
+            batch = {k: torch.tensor(v[lo : lo + self.batch_size], device=self.device) for k, v in arrays.items()}
+            parts.append({k: v.cpu().numpy() for k, v in self.model.predictive(batch, y_grid=grid).items()})
+        return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
     def log_prob(self, y: np.ndarray) -> np.ndarray:
         """log p(y_t = v | y_<t) for every position and outcome.
 
@@ -82,84 +119,12 @@ class LearnerPredictor:
         -------
         np.ndarray of float64, shape (episode, position, outcome)
         """
-        if self.kind != "tokens":
-            raise DataError(
-                "this learner predicts regression episodes; it has no token log-probabilities (use predict)"
-            )
-        y = np.asarray(y)
-        num_episodes, length = y.shape
-        self._check_length(length)
-        # Padding after EOS may hold any value; it never reaches earlier positions, but must index the embedding.
-        y = np.clip(y.astype(np.int64), 0, self.config.vocab_size - 1)
-        out = np.empty((num_episodes, length, self.config.vocab_size), dtype=np.float64)
-        for lo in range(0, num_episodes, self.batch_size):
-            chunk = torch.from_numpy(y[lo : lo + self.batch_size]).to(self.device)  # (b, T)
-            logits = self.model(chunk)  # (b, T, V)
-            out[lo : lo + self.batch_size] = torch.log_softmax(logits.double(), dim=-1).cpu().numpy()
-        return out
+        return self.token_log_prob(y)
 
-    def _check_length(self, length: int) -> None:
-        """DataError naming the fix when episodes are longer than the learner's context."""
-        if length > self.config.block_size:
-            raise DataError(
-                f"episodes of length {length} are longer than the learner's context of {self.config.block_size} "
-                f"(its training length); evaluate at length <= {self.config.block_size} or retrain with "
-                f"train.length >= {length}"
-            )
-
-    @torch.no_grad()
-    def regression_outputs(
-        self, x: np.ndarray, y: np.ndarray, *, y_grid: np.ndarray | None = None, levels=QUANTILES
-    ) -> dict[str, np.ndarray]:
-        """The regression learner's predictive at every position, in float64.
-
-        Parameters
-        ----------
-        x : np.ndarray, shape (episode, position, feature)
-        y : np.ndarray, shape (episode, position)
-        y_grid : np.ndarray, shape (y_grid,), optional
-        levels : sequence of float
-            Quantile levels.
-
-        Returns
-        -------
-        dict of np.ndarray
-            ``log_score``, ``mean``, ``variance`` (episode, position),
-            ``quantile_value`` (episode, position, quantile) and, with
-            ``y_grid``, ``grid_log_density`` (episode, position, y_grid).
-        """
-        if self.kind != "regression":
-            raise DataError("this learner predicts token sequences; it has no regression predictive (use predict)")
-        x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float64)
-        num_episodes, length = y.shape
-        self._check_length(length)
-        if x.shape[-1] != self.config.x_dim:
-            raise DataError(
-                f"the episodes carry {x.shape[-1]} features x but the learner was trained on {self.config.x_dim}; "
-                "evaluate it on episodes of its own prior's shape"
-            )
-        bar = self.model.bar
-        grid = None if y_grid is None else torch.tensor(np.asarray(y_grid, np.float64), device=self.device)
-        out = {
-            "log_score": np.empty((num_episodes, length)),
-            "mean": np.empty((num_episodes, length)),
-            "variance": np.empty((num_episodes, length)),
-            "quantile_value": np.empty((num_episodes, length, len(levels))),
-        }
-        if grid is not None:
-            out["grid_log_density"] = np.empty((num_episodes, length, grid.numel()))
-        for lo in range(0, num_episodes, self.batch_size):
-            xb = torch.tensor(x[lo : lo + self.batch_size], device=self.device)  # (b, T, F), a copy
-            yb = torch.tensor(y[lo : lo + self.batch_size], device=self.device)  # (b, T), float64
-            logits = self.model(xb, yb).double()  # (b, T, K)
-            chunk = slice(lo, lo + self.batch_size)
-            out["log_score"][chunk] = bar.log_density(logits, yb).cpu().numpy()
-            out["mean"][chunk] = bar.mean(logits).cpu().numpy()
-            out["variance"][chunk] = bar.variance(logits).cpu().numpy()
-            out["quantile_value"][chunk] = bar.icdf(logits, levels).cpu().numpy()
-            if grid is not None:
-                out["grid_log_density"][chunk] = bar.grid_log_density(logits, grid).cpu().numpy()
-        return out
+    def token_log_prob(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        if not self.data_kind.finite_outcomes:
+            raise DataError("this learner predicts regression episodes; it has no token log-probabilities (use predict)")
+        return self.outputs(Episodes(y=np.asarray(y), mask=mask))["log_prob"]
 
     def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
         """Per-position predictive distributions as the toolkit's prediction Dataset.
@@ -178,20 +143,10 @@ class LearnerPredictor:
         y_grid : np.ndarray, shape (y_grid,), optional
             Regression only: points at which to report the log density.
         """
-        if self.kind == "regression":
-            if episodes.x is None:
-                raise DataError(
-                    "this learner predicts regression episodes (real y from inputs x); the episodes carry no x: "
-                    "evaluate it on episodes of a regression prior"
-                )
-            out = self.regression_outputs(episodes.x, episodes.y, y_grid=y_grid)
-            if episodes.mask is not None:
-                out["log_score"] = np.where(episodes.mask, out["log_score"], np.nan)
-            return regression_predictions(**out, y_grid=y_grid)
-        if episodes.x is not None:
-            raise DataError("this learner predicts token sequences; the episodes carry regression inputs x")
-        episodes.check_tokens(self.config.vocab_size, labels=self.outcomes)
-        return token_predictions(self.log_prob(episodes.y), episodes, self.outcomes)
+        out = self.outputs(episodes, y_grid=y_grid)
+        if "log_score" in out and episodes.mask is not None:
+            out["log_score"] = np.where(episodes.mask, out["log_score"], np.nan)
+        return self.data_kind.predictions(out, episodes, outcomes=self.outcomes, y_grid=y_grid)
 
     def describe(self) -> dict[str, Any]:
         """JSON-safe provenance: architecture, training config, steps, wall time, weights hash, prior."""
@@ -213,13 +168,9 @@ class LearnerPredictor:
         }
 
     def __repr__(self) -> str:
-        c = self.config
-        shape = f"{c.n_layer} layers x {c.n_embd} wide"
-        if getattr(c, "num_buckets", None) is not None:
-            shape += f", {c.num_buckets} buckets"
         return (
-            f"LearnerPredictor(name={self.name!r}, {shape}, "
-            f"steps={self.meta.get('step')}, context={c.block_size})"
+            f"LearnerPredictor(name={self.name!r}, {self.model.shape_text()}, "
+            f"steps={self.meta.get('step')}, context={self.context})"
         )
 
 

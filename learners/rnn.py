@@ -27,46 +27,33 @@ import torch.nn as nn
 
 from toolkit.errors import ConfigError
 
-from .config import ConfigDict
-from .model import bos_shifted, register_architecture
+from .config import TokenModelConfig
+from .model import TokenArchitecture, register_architecture
 
 Cell = Literal["lstm", "gru"]
 
 
 @dataclass(frozen=True)
-class RNNConfig(ConfigDict):
-    """Architecture of a `RecurrentLM`."""
+class RNNConfig(TokenModelConfig):
+    """Architecture of a `RecurrentLM`; ``vocab_size`` and ``block_size`` (`TokenModelConfig`) come first."""
 
-    vocab_size: int | None = None  # outcomes V of the prior (inputs add a BOS token); None = read from the prior
-    block_size: int | None = None  # longest sequence accepted; None = the training length
+    NAME = "rnn"
     cell: Cell = "lstm"  # "lstm" or "gru"
     n_layer: int = 1  # stacked recurrent layers
     n_embd: int = 32  # token embedding width = hidden state width
 
     def __post_init__(self):
+        super().__post_init__()
         if self.cell not in ("lstm", "gru"):
             raise ConfigError(f"model.cell must be 'lstm' or 'gru', got {self.cell!r}")
         self.require_positive("n_layer", "n_embd")
-        if self.vocab_size is not None and self.vocab_size < 2:
-            raise ConfigError(f"model.vocab_size must be at least 2 outcomes, got {self.vocab_size}")
-        if self.block_size is not None and self.block_size < 1:
-            raise ConfigError(f"model.block_size must be positive, got {self.block_size}")
-
-    @property
-    def resolved(self) -> bool:
-        return self.vocab_size is not None and self.block_size is not None
 
 
 @register_architecture(RNNConfig)
-class RecurrentLM(nn.Module):
+class RecurrentLM(TokenArchitecture):
     """Next-token LSTM / GRU for a token prior with V outcomes.
 
-    Parameters
-    ----------
-    config : RNNConfig
-        A resolved config (``vocab_size`` and ``block_size`` set).
-    generator : torch.Generator, optional
-        Source of the initial weights (default: seeded with 0; the global RNG is never used).
+    Built from a resolved `RNNConfig` and an optional ``generator`` (`learners.model.Architecture`).
 
     Examples
     --------
@@ -76,16 +63,11 @@ class RecurrentLM(nn.Module):
     """
 
     def __init__(self, config: RNNConfig, *, generator: torch.Generator | None = None):
-        super().__init__()
-        if not config.resolved:
-            raise ConfigError("RecurrentLM needs model.vocab_size and model.block_size set")
-        self.config = config
-        self.bos = config.vocab_size
-        self.wte = nn.Embedding(config.vocab_size + 1, config.n_embd)  # V outcomes + BOS
+        super().__init__(config)  # the BOS-shifted token embedding
         recurrence = nn.LSTM if config.cell == "lstm" else nn.GRU
         self.rnn = recurrence(config.n_embd, config.n_embd, num_layers=config.n_layer, batch_first=True)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
-        self.reset_parameters(generator if generator is not None else torch.Generator().manual_seed(0))
+        self.initialise(generator)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
@@ -102,24 +84,8 @@ class RecurrentLM(nn.Module):
         nn.init.uniform_(self.lm_head.weight, -bound, bound, generator=generator)
         nn.init.zeros_(self.lm_head.bias)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """Logits for every position.
-
-        Parameters
-        ----------
-        y : torch.LongTensor, shape (batch, position)
-            Outcomes ``y_1..y_T`` in ``[0, V)``.
-
-        Returns
-        -------
-        torch.Tensor, shape (batch, position, V)
-            Entry ``[:, t - 1]`` holds the logits of ``y_t`` given ``y_<t``.
-        """
-        idx = bos_shifted(y, self.bos, self.config.block_size)  # (B, T): [BOS, y_1 .. y_{T-1}]
-        h, _ = self.rnn(self.wte(idx))  # (B, T, C)
+    def next_token_logits(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(x)  # (B, T, C)
         return self.lm_head(h)  # (B, T, V)
 
 

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -31,11 +31,12 @@ from typing import Any, Literal
 import jax
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toolkit.errors import CheckpointError, ConfigError
+from toolkit.prior import Prior
 
+from . import distributed
 from .checkpoint import (
     checkpoint_paths,
     jsonable,
@@ -46,7 +47,7 @@ from .checkpoint import (
     weights_sha256,
 )
 from .config import ConfigDict
-from .model import TransformerConfig, build_model, context_length
+from .model import TransformerConfig, build_model, masked_cross_entropy
 from .predictor import LearnerPredictor
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -94,11 +95,17 @@ class TrainConfig(ConfigDict):
             raise ConfigError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"train.beta1 and train.beta2 must lie in [0, 1), got {self.beta1}, {self.beta2}")
+        self.require_finite("lr", "min_lr_ratio", "weight_decay", "beta1", "beta2", "grad_clip")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise ConfigError(f"train.seed must lie in 0..{SEED_MAX} (2^63 - 1), got {self.seed}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
+
+# Largest seed both jax.random.key (int64) and torch.Generator accept.
+SEED_MAX = 2**63 - 1
 
 # jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
 PRIOR_FIT_STREAM = 2**31 - 1
@@ -126,22 +133,11 @@ class TrainResult:
 def resolve_model_config(prior, model_config, train_config: TrainConfig):
     """Fill what the architecture reads from the prior and the training length; check they agree.
 
-    An architecture config with a ``resolve(prior, train_config)`` method (the
-    regression `PFNConfig`) resolves itself; the token configs get
-    ``vocab_size`` from the prior and ``block_size`` from ``train_config.length``.
+    Each architecture config resolves itself (`learners.config.ArchitectureConfig.resolve`): the token
+    configs take ``vocab_size`` from the prior and ``block_size`` from ``train_config.length``, the PFN
+    ``x_dim`` and ``block_size``; a config of another data kind than the prior's is a `ConfigError`.
     """
-    if hasattr(model_config, "resolve"):
-        return model_config.resolve(prior, train_config)
-    if prior.kind != "tokens":
-        raise ConfigError(
-            f"prior {prior.name!r} is a {prior.kind} prior, but {type(model_config).__name__} is a token "
-            "architecture; use the regression learner (learners.PFNConfig, [learner] architecture = \"pfn\")"
-        )
-    vocab = prior.num_outcomes if model_config.vocab_size is None else model_config.vocab_size
-    if vocab != prior.num_outcomes:
-        raise ConfigError(f"model.vocab_size is {vocab} but prior {prior.name!r} has {prior.num_outcomes} outcomes")
-    block = context_length(model_config.block_size, train_config.length)
-    return replace(model_config, vocab_size=vocab, block_size=block)
+    return model_config.resolve(prior, train_config)
 
 
 def run_signature(prior, model_config: TransformerConfig, train_config: TrainConfig, curriculum=()) -> dict[str, Any]:
@@ -167,7 +163,7 @@ def check_curriculum(prior, curriculum, train_config: TrainConfig) -> list[tuple
     stages = list(curriculum or ())
     previous = 0
     for i, item in enumerate(stages):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and hasattr(item[1], "sample")):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[1], Prior)):
             raise ConfigError(f"curriculum stage {i}: expected a pair (until, prior), got {item!r}")
         until, stage = item
         integer = isinstance(until, (int, np.integer)) and not isinstance(until, bool)
@@ -188,7 +184,7 @@ def check_curriculum(prior, curriculum, train_config: TrainConfig) -> list[tuple
 
 def _data_form(prior, *, text: bool = False):
     """What one model needs all its training data to share: kind, outcomes, input dimension (or their text)."""
-    kind, outcomes, x_dim = prior.kind, tuple(prior.outcomes or ()), getattr(prior, "x_dim", None)
+    kind, outcomes, x_dim = prior.kind, tuple(prior.outcomes or ()), prior.x_dim
     return f"{kind}, outcomes {outcomes}, x_dim {x_dim}" if text else (kind, outcomes, x_dim)
 
 
@@ -251,31 +247,15 @@ def compiles(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cuda" if cfg.compile is None else bool(cfg.compile)
 
 
-def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean next-token loss over the positions that hold data.
-
-    logits (B, T, V), y (B, T), mask (B, T) bool or None.
-    """
-    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")  # (B*T,)
-    if mask is None:
-        return loss.mean()
-    mask = mask.flatten().to(loss.dtype)  # (B*T,)
-    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
-
-
 def batch_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor | None]) -> torch.Tensor:
-    """The training loss of ``model`` on one batch ``{"y", "x", "mask"}``.
+    """The training loss of ``model`` on one batch ``{"y", "x", "mask"}``: ``model.training_loss(batch)``.
 
-    An architecture with a ``training_loss(batch)`` method (the regression
-    learner: negative log density of the realised y) computes its own; the
-    token learners get `masked_cross_entropy` of their logits. Either is a mean
-    over the positions that hold data (``mask``, when there is one): data-parallel
-    training relies on it to weight processes by their token counts.
+    The token learners' is `masked_cross_entropy` of their logits, the regression learner's the
+    negative log density of the realised y. Either is a mean over the positions that hold data
+    (``mask``, when there is one): data-parallel training relies on it to weight processes by their
+    token counts.
     """
-    own = getattr(model, "training_loss", None)
-    if own is not None:
-        return own(batch)
-    return masked_cross_entropy(model(batch["y"]), batch["y"], batch["mask"])
+    return model.training_loss(batch)
 
 
 class _Objective(torch.nn.Module):
@@ -297,8 +277,6 @@ def training_objective(model: torch.nn.Module, cfg: TrainConfig, device: torch.d
     compiling so that TorchDynamo can split the graph at DDP's gradient buckets
     and overlap the all-reduce with the backward pass.
     """
-    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
-
     world = distributed.World() if world is None else world
     objective = _Objective(model)
     if world.distributed:
@@ -320,8 +298,6 @@ def train_step(objective, optimizer, model, batch, step: int, cfg: TrainConfig, 
     mean loss over the global batch (one process: the loss itself). The tensor
     is detached and stays on the device (no host synchronisation).
     """
-    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
-
     world = distributed.World() if world is None else world
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
@@ -402,8 +378,6 @@ def train(
     >>> result = train(priors.get("coin_mixture"), out_dir="runs/coin")  # doctest: +SKIP
     >>> result.predictor.predict(episodes)                            # doctest: +SKIP
     """
-    from . import distributed  # here, not at the top: `python -m learners.distributed` then runs a single copy
-
     session_start = time.perf_counter()
     model_config = TransformerConfig() if model_config is None else model_config
     cfg = TrainConfig() if train_config is None else train_config
@@ -435,7 +409,7 @@ def train(
             load_optimizer(out_dir, meta, optimizer)
         start, wall_before = int(meta["step"]), float(meta.get("wall_time_s", 0.0))
         loss_log = [(int(s), float(v)) for s, v in meta.get("loss_log", [])]
-    elif hasattr(model, "fit_to_prior"):  # e.g. the bar head's buckets at quantiles of prior samples
+    else:  # e.g. the bar head's buckets at quantiles of prior samples; most architectures fit nothing
         model.fit_to_prior(prior, jax.random.fold_in(jax.random.key(cfg.seed), PRIOR_FIT_STREAM), cfg)
     if world.distributed:
         lowest = distributed.all_reduce(torch.tensor(start, device=device), world, "min").item()
@@ -469,7 +443,7 @@ def train(
     if start < cfg.steps:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         objective = training_objective(model, cfg, device, world)
-        batches = _Prefetcher(prior, cfg, start, device, shards, stages=stages)
+        batches = _Prefetcher(prior, cfg, start, device, shards, stages=stages, y_dtype=model.target_dtype)
         show = progress and world.is_main
         bar = tqdm(total=cfg.steps, initial=start, disable=not show, unit="step", desc="train", leave=False)
         loss_sum, loss_count = torch.zeros((), device=device), 0
@@ -538,7 +512,7 @@ def sample_arrays(prior, key, num_episodes: int, length: int, *, on_device: bool
     import jax.numpy as jnp
 
     out = _prior_sampler(prior, int(length))(jax.random.split(key, int(num_episodes)))
-    y = out["y"].astype(jnp.int64) if prior.kind == "tokens" else out["y"]  # (B, T)
+    y = out["y"].astype(prior.data_kind.y_dtype)  # (B, T)
     mask = None
     if prior.eos is not None:  # as in Prior.sample: data up to and including the first EOS
         hit = (y == prior.eos).astype(jnp.int32)
@@ -548,8 +522,6 @@ def sample_arrays(prior, key, num_episodes: int, length: int, *, on_device: bool
 
 def _samples_on_device(prior, device: torch.device) -> bool:
     """True when JAX samples on a GPU, torch trains on one, and ``prior`` is a plain `toolkit.Prior`."""
-    from toolkit.prior import Prior
-
     return device.type == "cuda" and jax.default_backend() == "gpu" and type(prior).sample is Prior.sample
 
 
@@ -572,8 +544,9 @@ class _Prefetcher:
     `get`, at the step whose batch failed.
     """
 
-    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device, shards=None, *, stages=()):
-        self.prior, self.cfg, self.device = prior, cfg, device
+    def __init__(self, prior, cfg: TrainConfig, start: int, device: torch.device, shards=None, *, stages=(),
+                 y_dtype: torch.dtype = torch.long):
+        self.prior, self.cfg, self.device, self.y_dtype = prior, cfg, device, y_dtype
         self.stages = list(stages)  # (until, prior) with increasing until: the curriculum
         self.shards = tuple(range(cfg.num_shards) if shards is None else shards)  # default: all, one process
         self.key = jax.random.key(cfg.seed)
@@ -616,8 +589,7 @@ class _Prefetcher:
 
     def batch(self, step: int) -> dict[str, torch.Tensor | None]:
         arrays = self.arrays(step)
-        y = _to_torch(arrays["y"], self.device)  # (b, T)
-        y = y.long() if self.prior.kind == "tokens" else y.float()
+        y = _to_torch(arrays["y"], self.device).to(self.y_dtype)  # (b, T): tokens long, real y float32
         x = None if arrays["x"] is None else _to_torch(arrays["x"], self.device).float()  # (b, T, F)
         mask = None if arrays["mask"] is None else _to_torch(arrays["mask"], self.device).bool()  # (b, T)
         return {"y": y, "x": x, "mask": mask}
@@ -746,4 +718,5 @@ __all__ = [
     "train_step",
     "sample_arrays",
     "RUNTIME_SETTINGS",
+    "SEED_MAX",
 ]

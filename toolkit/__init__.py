@@ -12,7 +12,7 @@ import jax  # noqa: E402
 # keep their cached float32 lowering. Learners cast to float32 themselves.
 jax.config.update("jax_enable_x64", True)
 
-from . import dims, metrics
+from . import dims, kinds, metrics
 from .episodes import Episodes
 from .errors import (
     CheckpointError,
@@ -22,7 +22,8 @@ from .errors import (
     ModelError,
     UnknownNameError,
 )
-from .predictive import Predictor, regression_predictions, token_predictions
+from .kinds import DataKind, get_kind
+from .predictive import Prediction, Predictor, regression_predictions, token_predictions
 from .prior import Prior
 from .registry import available_priors, get_prior, load_prior, register_prior
 from .baselines import (  # noqa: E402
@@ -41,7 +42,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "dims",
+    "kinds",
     "metrics",
+    "DataKind",
+    "get_kind",
     "Episodes",
     "Prior",
     "bayes_predictor",
@@ -55,6 +59,7 @@ __all__ = [
     "Scenario",
     "scenario_grid",
     "Predictor",
+    "Prediction",
     "token_predictions",
     "regression_predictions",
     "register_prior",

@@ -19,14 +19,14 @@ from scipy import special
 from .dims import QUANTILES
 from .episodes import Episodes
 from .errors import ConfigError, DataError
-from .predictive import regression_predictions, token_predictions
+from .predictive import Predictor, regression_predictions, token_predictions
 
 # Elements of the largest intermediate of the Gaussian predictive (episode x position x feature x feature)
 # per chunk of episodes: 2**22 float64 = 32 MiB.
 GAUSSIAN_CHUNK_ELEMENTS = 2**22
 
 
-class FrequencyPredictor:
+class FrequencyPredictor(Predictor):
     """Laplace-smoothed running frequency: P(y_t = v) = (count of v in y_<t + α) / (t − 1 + α V).
 
     Parameters
@@ -36,6 +36,8 @@ class FrequencyPredictor:
     alpha : float
         Pseudo-count per outcome (1 = Laplace's rule of succession).
     """
+
+    kind = "tokens"
 
     def __init__(self, outcomes, *, alpha: float = 1.0, name: str = "frequency"):
         if alpha <= 0:
@@ -191,7 +193,7 @@ def gaussian_predictions(mean: np.ndarray, variance: np.ndarray, y: np.ndarray, 
 # ---------------------------------------------------------------------- regression baselines
 
 
-class RidgePredictor:
+class RidgePredictor(Predictor):
     """Ridge regression as a full Gaussian predictive: Bayes under w ~ N(0, τ² I), y = w·x + N(0, σ²).
 
     The predictive mean is ridge regression with penalty λ = σ²/τ² on the context; the variance is
@@ -205,6 +207,8 @@ class RidgePredictor:
     sigma : float
         Noise standard deviation.
     """
+
+    kind = "regression"
 
     def __init__(self, *, tau: float = 1.0, sigma: float = 0.1, name: str = "ridge"):
         if not (tau > 0 and sigma > 0):
@@ -225,13 +229,15 @@ class RidgePredictor:
         return {"tau": self.tau, "sigma": self.sigma, "lam": self.lam}
 
 
-class LeastSquaresPredictor:
+class LeastSquaresPredictor(Predictor):
     """Minimum-norm least squares: ŵ = pinv(X_<t) y_<t, prediction ŵ·x_t (0 at position 1).
 
     A point prediction: ``log_score``, ``variance``, quantiles and the grid density are NaN (no
     predictive distribution; the metrics skip NaN cells). With fewer context items than features the
     pseudo-inverse picks the interpolant of least norm, Garg et al.'s least-squares baseline.
     """
+
+    kind = "regression"
 
     def __init__(self, *, name: str = "least_squares"):
         self.name = name
@@ -248,7 +254,7 @@ class LeastSquaresPredictor:
         return {"estimator": "minimum-norm least squares (pinv)"}
 
 
-class KNNPredictor:
+class KNNPredictor(Predictor):
     """Mean of the y of the k nearest earlier x (Euclidean; fewer when fewer exist; 0 at position 1).
 
     Ties in distance go to the earlier position. A point prediction: ``log_score``, ``variance``,
@@ -259,6 +265,8 @@ class KNNPredictor:
     k : int
         Number of neighbours.
     """
+
+    kind = "regression"
 
     def __init__(self, k: int = 3, *, name: str = "knn"):
         if int(k) != k or k < 1:
@@ -282,12 +290,14 @@ class KNNPredictor:
         return {"k": self.k}
 
 
-class AveragingPredictor:
+class AveragingPredictor(Predictor):
     """Garg et al.'s averaging estimator: ŵ = mean over s < t of y_s x_s, prediction ŵ·x_t (0 at position 1).
 
     Unbiased for w when x ~ N(0, I). A point prediction: ``log_score``, ``variance``, quantiles and the
     grid density are NaN.
     """
+
+    kind = "regression"
 
     def __init__(self, *, name: str = "averaging"):
         self.name = name

@@ -13,7 +13,7 @@ context y_<t has probability zero under π, where every Bayes variable is NaN).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -22,22 +22,12 @@ from .dims import EPISODE, POSITION
 from .enumeration import enumerate_predictive, enumeration_path, latent_grid
 from .episodes import Episodes
 from .errors import ModelError, UnknownNameError
-from .predictive import regression_predictions, token_predictions
+from .predictive import Predictor
 from .prior import Prior
-from .regression import distribution_predictions, quantiles_from_cdf
 from .validation import check_log_density
 
 Engine = Literal["auto", "closed_form", "enumeration", "mcmc"]
 ENGINES = ("auto", "closed_form", "enumeration", "mcmc")
-
-# Engines beyond the built-in two register here: name -> factory(prior, **options) -> predictor.
-_EXTRA_ENGINES: dict[str, Callable[..., Any]] = {}
-
-
-def register_engine(name: str, factory: Callable[..., Any]) -> None:
-    """Make ``bayes_predictor(prior, engine=name)`` call ``factory(prior, **options)``."""
-    _EXTRA_ENGINES[name] = factory
-
 
 def select_engine(prior: Prior, *, max_support: int = 10**7) -> str:
     """The engine ``"auto"`` uses for ``prior``: closed form, else enumeration, else MCMC."""
@@ -61,7 +51,7 @@ def engine_choice(prior: Prior, *, max_support: int = 10**7) -> tuple[str, str]:
     return "enumeration", f"enumeration, cumulative path over {grid.size} global latent values"
 
 
-class BayesPredictor:
+class BayesPredictor(Predictor):
     """Exact Bayes posterior predictive by closed form or enumeration.
 
     Parameters
@@ -79,27 +69,13 @@ class BayesPredictor:
 
     def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
         """Predictions plus ``prior_log_prob`` and ``bayes_defined`` (episode, position)."""
-        prior = self.prior
-        if prior.kind == "tokens":
-            episodes.check_tokens(prior.num_outcomes, labels=prior.outcomes)
+        prior, kind = self.prior, self.prior.data_kind
+        kind.check_episodes(episodes, outcomes=prior.outcomes)
         if self.engine == "closed_form":
-            ds = distribution_predictions(prior.exact_predictive(episodes), episodes, prior, y_grid=y_grid)
-        elif prior.kind == "tokens":
-            out = enumerate_predictive(prior, episodes, max_support=self.max_support)
-            ds = token_predictions(out["log_prob"], episodes, prior.outcomes)
+            ds = kind.from_distribution(prior.exact_predictive(episodes), episodes, prior, y_grid=y_grid)
         else:
             out = enumerate_predictive(prior, episodes, y_grid=y_grid, max_support=self.max_support)
-            quantile_value = None
-            if y_grid is not None:
-                quantile_value = quantiles_from_cdf(np.asarray(y_grid), out["grid_cdf"])
-            ds = regression_predictions(
-                log_score=out["log_score"],
-                mean=out["mean"],
-                variance=out["variance"],
-                quantile_value=quantile_value,
-                grid_log_density=out.get("grid_log_density"),
-                y_grid=y_grid,
-            )
+            ds = kind.predictions(out, episodes, outcomes=prior.outcomes, y_grid=y_grid)
         return add_prior_log_prob(ds, episodes)
 
     def describe(self) -> dict[str, Any]:
@@ -170,8 +146,6 @@ def bayes_predictor(prior: Prior, *, engine: Engine = "auto", name: str = "bayes
     if engine == "enumeration":
         latent_grid(prior, max_support=max_support, allow_local=True)  # fail now, with the reason, not at predict time
         return BayesPredictor(prior, "enumeration", max_support=max_support, name=name, reason=reason)
-    if engine in _EXTRA_ENGINES:
-        return _EXTRA_ENGINES[engine](prior, name=name, **options)
     if engine == "mcmc":
         from .mcmc import MCMCPredictor  # ArviZ and the sampler load only when MCMC runs
 
@@ -186,7 +160,6 @@ __all__ = [
     "BayesPredictor",
     "select_engine",
     "engine_choice",
-    "register_engine",
     "add_prior_log_prob",
     "ENGINES",
 ]

@@ -10,9 +10,9 @@ import numpy as np
 import xarray as xr
 
 from .dims import EPISODE, FEATURE, POSITION, PREDICTOR, SCENARIO
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .io import provenance
-from .predictive import position_coord
+from .predictive import Prediction, Predictor, position_coord
 from .prior import Prior
 from .scenario import Scenario
 
@@ -35,21 +35,46 @@ def _as_scenarios(prior: Prior, scenarios) -> list[Scenario]:
     return list(scenarios)
 
 
+def check_predictors(prior: Prior, predictors: Mapping[str, Any]) -> None:
+    """`ConfigError` for an object that is not a `Predictor`, or one of another data kind than ``prior``'s."""
+    for name, predictor in predictors.items():
+        if not isinstance(predictor, Predictor):
+            raise ConfigError(
+                f"predictor {name!r} is a {type(predictor).__name__}; a predictor subclasses toolkit.Predictor "
+                "and implements predict(episodes, *, y_grid=None)"
+            )
+        if predictor.kind is not None and predictor.kind != prior.kind:
+            raise ConfigError(
+                f"predictor {name!r} predicts {predictor.kind} data, but prior {prior.name!r} is a {prior.kind} prior"
+            )
+
+
+def _predictions(name: str, bound: Predictor, prior: Prior, episodes, y_grid) -> Prediction:
+    prediction = bound.run(episodes, y_grid=y_grid)
+    missing = [v for v in prior.data_kind.prediction_variables if v not in prediction.dataset]
+    if missing:
+        raise DataError(
+            f"predictor {name!r} returned no {', '.join(missing)}; a {prior.kind} predictor's Dataset holds "
+            f"{', '.join(prior.data_kind.prediction_variables)} (toolkit.token_predictions / regression_predictions)"
+        )
+    return prediction
+
+
 def _scenario_dataset(prior, scenario, predictors, episodes, y_grid, inference_data):
     per_predictor, scenario_vars = {}, {}
     ordered = sorted(predictors.items(), key=lambda kv: kv[0] != "bayes")  # "bayes" supplies shared vars first
     for name, predictor in ordered:
-        bound = predictor.bind(prior, scenario, episodes) if hasattr(predictor, "bind") else predictor
+        bound = predictor.bind(prior, scenario, episodes)
         if bound is None:
             continue
-        ds = bound.predict(episodes, y_grid=y_grid)
+        prediction = _predictions(name, bound, prior, episodes, y_grid)
+        ds = prediction.dataset
         for var in SCENARIO_LEVEL:
             if var in ds:
                 scenario_vars.setdefault(var, ds[var])
         per_predictor[name] = ds.drop_vars([v for v in SCENARIO_LEVEL if v in ds])
-        idata = getattr(bound, "inference_data", None)
-        if idata is not None and inference_data is not None:
-            inference_data[scenario.name] = idata
+        if prediction.inference_data is not None and inference_data is not None:
+            inference_data[scenario.name] = prediction.inference_data
     names = list(predictors)
     present = [n for n in names if n in per_predictor]
     if present:
@@ -108,6 +133,7 @@ def compare(
     """
     if num_episodes < 1 or length < 1:
         raise ConfigError(f"num_episodes and length must be positive, got {num_episodes} and {length}")
+    check_predictors(prior, predictors)
     items = _as_scenarios(prior, scenarios)
     names = [s.name for s in items]
     if len(set(names)) != len(names):
@@ -138,7 +164,7 @@ def compare(
             ds = ds.assign_coords({f"scenario_{param}": (SCENARIO, [json.dumps(v) for v in values])})
     ds.attrs = provenance(
         prior=prior.describe(),
-        predictors={n: getattr(p, "describe", lambda: {})() for n, p in predictors.items()},
+        predictors={n: p.describe() for n, p in predictors.items()},
         num_episodes=num_episodes,
         length=length,
         key=np.asarray(jax.random.key_data(key)).tolist(),
@@ -147,4 +173,4 @@ def compare(
     return ds
 
 
-__all__ = ["compare", "SCENARIO_LEVEL"]
+__all__ = ["compare", "check_predictors", "SCENARIO_LEVEL"]

@@ -1,4 +1,4 @@
-"""Sampled completions of prompts, and the rules a completion of an aⁿbⁿ prompt may follow.
+"""Sampled completions of prompts.
 
 Two autoregressive models that define the same distribution over sequences can
 still complete a prompt of probability zero in opposite ways (Huszár 2023,
@@ -12,11 +12,8 @@ length. Completions of one prompt share their prefixes, so each step runs the
 predictor once per distinct sequence, not once per completion: a confident
 learner costs a few forward passes per prompt whatever the number of samples.
 
-`classify_anbn` sorts each completion by the two rules every aⁿbⁿ sequence
-obeys: ``equal_count`` (as many a as b in prompt plus completion when EOS
-comes) and ``no_a_after_b`` (the completion writes no a once a b has been
-seen), both, neither, or ``no_eos`` (the maximum length, or the learner's
-context, came first).
+What a completion means is the experiment's business: the aⁿbⁿ analysis
+(``comparisons/analyses/anbn.py``) sorts them by the rules its grammar obeys.
 
 Results join the comparison Dataset (`add_completions`) with the dims
 ``prompt_scenario`` and ``prompt`` (the prompt's scenario and episode),
@@ -34,9 +31,9 @@ import xarray as xr
 
 from .dims import COMPLETION, COMPLETION_STEP, OUTCOME, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from .episodes import Episodes
+from .predictive import Predictor
 from .errors import ConfigError, DataError
 
-RULES = ("both", "equal_count", "no_a_after_b", "neither", "no_eos")
 NOT_SAMPLED = -1  # fill of completion_tokens after the end, and of every variable where nothing was sampled
 
 
@@ -56,12 +53,6 @@ def prompts_of(episodes: Episodes) -> list[np.ndarray]:
     if episodes.mask is None:
         return [row.astype(np.int64) for row in episodes.y]
     return [row[m].astype(np.int64) for row, m in zip(episodes.y, episodes.mask)]
-
-
-def predictor_context(predictor: Any) -> int | None:
-    """Longest sequence ``predictor`` reads (a learner's ``config.block_size``), or None when unbounded."""
-    block = getattr(getattr(predictor, "config", None), "block_size", None)
-    return None if block is None else int(block)
 
 
 def check_prompt_lengths(
@@ -89,13 +80,10 @@ def check_prompt_lengths(
             )
 
 
-def _next_token_log_prob(predictor: Any, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def _next_token_log_prob(predictor: Predictor, y: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """log p(y_{n+1} = v | y_1..y_n) for each row, n = ``lengths``: shape (row, outcome)."""
-    if hasattr(predictor, "log_prob") and callable(predictor.log_prob):
-        log_prob = predictor.log_prob(y)  # (row, position, outcome)
-    else:
-        mask = np.arange(y.shape[1])[None, :] < lengths[:, None]
-        log_prob = predictor.predict(Episodes(y=y, mask=mask))["log_prob"].values
+    mask = np.arange(y.shape[1])[None, :] < lengths[:, None]
+    log_prob = predictor.token_log_prob(y, mask)  # (row, position, outcome)
     return np.asarray(log_prob, dtype=np.float64)[np.arange(len(y)), lengths]
 
 
@@ -117,8 +105,8 @@ def sample_completions(
     Parameters
     ----------
     predictor : Predictor
-        A token predictor; one with ``log_prob(y) -> (episode, position, outcome)``
-        (a learner) is called directly, any other through ``predict``.
+        A token predictor; its ``token_log_prob`` gives the next-token distributions (a learner's
+        without building a Dataset).
     prompts : sequence of int sequences, or Episodes
         The prompts; for `Episodes`, each episode's tokens where ``mask`` is True.
     num_completions : int
@@ -132,7 +120,7 @@ def sample_completions(
     temperature : float
         Log-probabilities are divided by it before sampling; 1 samples the predictor's own distribution.
     context : int, optional
-        Longest sequence the predictor reads; default its ``config.block_size``. A completion
+        Longest sequence the predictor reads; default its ``context``. A completion
         that reaches it stops there (and has no EOS).
     outcomes : sequence of str, optional
         Labels, to name a prompt in errors.
@@ -156,14 +144,14 @@ def sample_completions(
     if isinstance(prompts, Episodes):
         prompts = prompts_of(prompts)
     prompts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in prompts]
-    who = f"predictor {name or getattr(predictor, 'name', type(predictor).__name__)!r}"
+    who = f"predictor {name or predictor.name!r}"
     if not prompts:
         raise ConfigError("sample_completions got an empty prompt list; give at least one prompt")
     if num_completions < 1 or max_new_tokens < 1:
         raise ConfigError(f"num_completions and max_new_tokens must be positive, got {num_completions} and {max_new_tokens}")
     if not temperature > 0:
         raise ConfigError(f"temperature must be > 0, got {temperature}")
-    context = predictor_context(predictor) if context is None else int(context)
+    context = predictor.context if context is None else int(context)
     check_prompt_lengths(prompts, context, who=who, outcomes=outcomes)
 
     num_prompts = len(prompts)
@@ -204,67 +192,6 @@ def sample_completions(
     return out.reshape(num_prompts, num_completions, max_new_tokens)
 
 
-def classify_anbn(
-    prompts: Sequence[Sequence[int]] | Episodes,
-    completions: np.ndarray,
-    *,
-    a: int = 0,
-    b: int = 1,
-    eos: int = 2,
-) -> np.ndarray:
-    """Which aⁿbⁿ rule each completion follows: an index into `RULES`.
-
-    ``equal_count``: at EOS, prompt plus completion hold as many a as b.
-    ``no_a_after_b``: the completion writes no a after a b (in the prompt or
-    earlier in the completion). ``both`` and ``neither`` as they say;
-    ``no_eos``: the completion ended without EOS (maximum length or context).
-
-    Parameters
-    ----------
-    prompts : sequence of int sequences, or Episodes
-        One prompt per row of ``completions``.
-    completions : np.ndarray of int, shape (prompt, completion, completion_step)
-        Generated tokens, `NOT_SAMPLED` (−1) after the end.
-    a, b, eos : int
-        The tokens of a, b and the end.
-
-    Returns
-    -------
-    np.ndarray of int8, shape (prompt, completion)
-
-    Examples
-    --------
-    >>> RULES[classify_anbn([[0, 0, 1, 0, 1]], np.array([[[1, 2]]]))[0, 0]]   # aabab + b EOS: 3 a, 3 b
-    'both'
-    >>> RULES[classify_anbn([[0, 0, 1, 0, 1]], np.array([[[1, 1, 1, 2]]]))[0, 0]]   # aabab + bbb EOS
-    'no_a_after_b'
-    """
-    if isinstance(prompts, Episodes):
-        prompts = prompts_of(prompts)
-    completions = np.asarray(completions)
-    if completions.ndim != 3 or completions.shape[0] != len(prompts):
-        raise DataError(
-            f"completions must have shape (prompt, completion, completion_step) with {len(prompts)} prompts, "
-            f"got {completions.shape}"
-        )
-    prompt_a = np.array([np.sum(np.asarray(p) == a) for p in prompts])[:, None]  # (P, 1)
-    prompt_b = np.array([np.sum(np.asarray(p) == b) for p in prompts])[:, None]
-    ended = np.cumsum(completions == eos, axis=-1) > 0  # at or after the first EOS
-    before_eos = (np.cumsum(completions == eos, axis=-1) - (completions == eos)) == 0
-    has_eos = ended[..., -1]
-    gen_a = (completions == a) & before_eos  # (P, C, S)
-    gen_b = (completions == b) & before_eos
-    equal = prompt_a + gen_a.sum(-1) == prompt_b + gen_b.sum(-1)
-    b_before = (prompt_b[..., None] > 0) | ((np.cumsum(gen_b, axis=-1) - gen_b) > 0)  # a b precedes step s
-    monotone = ~np.any(gen_a & b_before, axis=-1)
-    code = np.select(
-        [~has_eos, equal & monotone, equal, monotone],
-        [RULES.index("no_eos"), RULES.index("both"), RULES.index("equal_count"), RULES.index("no_a_after_b")],
-        default=RULES.index("neither"),
-    )
-    return code.astype(np.int8)
-
-
 def completion_strings(tokens: np.ndarray, outcomes: Sequence[str], *, eos: int | None = None, eos_label: str = "·") -> np.ndarray:
     """Completions as text, e.g. ``"bb·"`` (EOS shown as ``eos_label``); tokens shape (..., completion_step)."""
     tokens = np.asarray(tokens)
@@ -277,7 +204,7 @@ def completion_strings(tokens: np.ndarray, outcomes: Sequence[str], *, eos: int 
 
 def add_completions(
     ds: xr.Dataset,
-    sampled: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray | None]],
+    sampled: Mapping[tuple[str, str], np.ndarray],
     *,
     attrs: dict | None = None,
 ) -> xr.Dataset:
@@ -293,10 +220,9 @@ def add_completions(
     ----------
     ds : xr.Dataset
         The comparison Dataset (dims predictor, scenario, episode, position; ``mask`` marks each prompt).
-    sampled : mapping of (predictor, scenario) to (tokens, rule)
-        ``tokens`` of shape (prompt, completion, completion_step) from
-        `sample_completions`, prompts in the scenario's episode order;
-        ``rule`` of shape (prompt, completion) from `classify_anbn`, or None.
+    sampled : mapping of (predictor, scenario) to tokens
+        Tokens of shape (prompt, completion, completion_step) from
+        `sample_completions`, prompts in the scenario's episode order.
     attrs : dict, optional
         Settings recorded on ``completion_tokens`` (temperature, seed, ...).
 
@@ -307,33 +233,26 @@ def add_completions(
         completion, completion_step), int8, −1 after the end and where nothing
         was sampled (the step dim runs to the longest completion);
         ``completion_length`` (predictor, prompt_scenario, prompt, completion),
-        tokens generated (EOS included), −1 where nothing was sampled; with
-        rules, ``completion_rule`` (same dims), an index into the ``rule``
-        coordinate, −1 where nothing was sampled; and the coordinate
-        ``prompt_text`` (prompt_scenario, prompt).
+        tokens generated (EOS included), −1 where nothing was sampled; and
+        the coordinate ``prompt_text`` (prompt_scenario, prompt).
     """
     if not sampled:
         return ds
-    shapes = {tokens.shape[1] for tokens, _ in sampled.values()}
+    shapes = {tokens.shape[1] for tokens in sampled.values()}
     if len(shapes) != 1:
         raise ValueError(f"every completion array must hold the same number of completions, got {sorted(shapes)}")
     num_completions = shapes.pop()
     predictors = list(ds[PREDICTOR].values)
     scenarios = [s for s in ds[SCENARIO].values if any(s == sc for _, sc in sampled)]
-    num_prompts = max(tokens.shape[0] for tokens, _ in sampled.values())
-    num_steps = max(1, max(int((tokens >= 0).sum(-1).max(initial=0)) for tokens, _ in sampled.values()))
+    num_prompts = max(tokens.shape[0] for tokens in sampled.values())
+    num_steps = max(1, max(int((tokens >= 0).sum(-1).max(initial=0)) for tokens in sampled.values()))
     shape = (len(predictors), len(scenarios), num_prompts, num_completions)
     tokens_all = np.full(shape + (num_steps,), NOT_SAMPLED, np.int8)
     length_all = np.full(shape, NOT_SAMPLED, np.int16)
-    rule_all = np.full(shape, NOT_SAMPLED, np.int8)
-    has_rule = False
-    for (predictor, scenario), (tokens, rule) in sampled.items():
+    for (predictor, scenario), tokens in sampled.items():
         p, s, n = predictors.index(predictor), scenarios.index(scenario), tokens.shape[0]
         tokens_all[p, s, :n] = tokens[..., :num_steps]
         length_all[p, s, :n] = (tokens >= 0).sum(-1)
-        if rule is not None:
-            rule_all[p, s, :n] = rule
-            has_rule = True
     labels = [str(o) for o in ds[OUTCOME].values] if OUTCOME in ds.coords else None
     text = np.full((len(scenarios), num_prompts), "", dtype=object)
     for s, scenario in enumerate(scenarios):
@@ -356,46 +275,15 @@ def add_completions(
     }
     out["completion_length"] = (dims, length_all)
     out["completion_length"].attrs = {"long_name": "tokens generated, EOS included", "fill": NOT_SAMPLED}
-    if has_rule:
-        out = out.assign_coords(rule=list(RULES))
-        out["completion_rule"] = (dims, rule_all)
-        out["completion_rule"].attrs = {
-            "long_name": "aⁿbⁿ rule the completion follows: an index into the rule coordinate",
-            "flag_values": list(range(len(RULES))),
-            "flag_meanings": " ".join(RULES),
-            "fill": NOT_SAMPLED,
-        }
     return out
 
 
-def rule_counts(rule: np.ndarray, axis) -> np.ndarray:
-    """How many completions fall in each rule, ignoring `NOT_SAMPLED` cells.
-
-    Parameters
-    ----------
-    rule : np.ndarray of int, any shape
-        Indices into `RULES`, −1 where nothing was sampled.
-    axis : int or tuple of int
-        Axes counted over.
-
-    Returns
-    -------
-    np.ndarray of int, shape ``rule`` without ``axis``, plus a last axis of len(RULES)
-    """
-    rule = np.asarray(rule)
-    return np.stack([np.sum(rule == k, axis=axis) for k in range(len(RULES))], axis=-1)
-
-
 __all__ = [
-    "RULES",
     "NOT_SAMPLED",
     "sample_completions",
-    "classify_anbn",
     "add_completions",
-    "rule_counts",
     "completion_strings",
     "prompts_of",
     "prompt_text",
-    "predictor_context",
     "check_prompt_lengths",
 ]

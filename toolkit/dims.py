@@ -1,7 +1,8 @@
 """Dimension and variable names of the comparison Dataset: the one place they are spelled.
 
 Every module builds results with these names, so a Dataset from any predictor,
-engine or scenario lines up with every other (DESIGN.md, "The comparison Dataset").
+engine, scenario or analysis lines up with every other (DESIGN.md, "The
+comparison Dataset"); an analysis that adds a variable names its dims here.
 """
 
 PREDICTOR = "predictor"
@@ -17,6 +18,9 @@ COMPLETION_STEP = "completion_step"  # 1-based index of a generated token within
 PROMPT_SCENARIO = "prompt_scenario"  # the prompt scenarios that completions were sampled for
 PROMPT = "prompt"  # a prompt's episode index within its prompt scenario
 LATENT = "latent"  # joint index over a prior's enumerated latent values
+PAIR = "pair"  # an unordered pair of learners (disagreement between them)
+PROMPT_CLASS = "prompt_class"  # a set of prompts an analysis reports on together
+RULE = "rule"  # a rule a sampled completion may follow
 
 # Site names of the prior convention.
 Y_SITE = "y"
@@ -40,6 +44,9 @@ __all__ = [
     "PROMPT_SCENARIO",
     "PROMPT",
     "LATENT",
+    "PAIR",
+    "PROMPT_CLASS",
+    "RULE",
     "Y_SITE",
     "X_SITE",
     "POSITION_PLATE",

@@ -136,7 +136,7 @@ def _component_fn(prior: Prior, length: int):
 
     def trace_at(values, x):
         model = handlers.substitute(handlers.seed(prior.model, jax.random.key(0)), data=values)
-        kwargs = {"y": None} if prior.kind == "tokens" else {"x": x, "y": None}
+        kwargs = prior.data_kind.model_kwargs(x=x)
         tr = handlers.trace(model).get_trace(length, **kwargs)
         log_prior = sum(jnp.sum(tr[n]["fn"].log_prob(values[n])) for n in values)
         return log_prior, tr[Y_SITE]["fn"]
@@ -183,11 +183,12 @@ def enumerate_predictive(
     if method == "auto":
         method = enumeration_path(prior)
     grid = latent_grid(prior, max_support=max_support, allow_local=method == "prefix")
+    tables = prior.data_kind.finite_outcomes  # a table over the outcomes, else densities and moments of real y
     if method == "prefix":
-        if prior.kind == "tokens":
+        if tables:
             return _prefix_tokens(prior, episodes, grid, chunk_elements)
         return _prefix_regression(prior, episodes, grid, y_grid, chunk_elements)
-    if prior.kind == "tokens":
+    if tables:
         return _enumerate_tokens(prior, episodes, grid, chunk_elements)
     return _enumerate_regression(prior, episodes, grid, y_grid, chunk_elements)
 
@@ -630,7 +631,7 @@ def log_joint_fn(prior: Prior, length: int, *, enumerate_local: bool | None = No
 
     def log_joint(values, y, x, observed):
         model = ObservationMask(handlers.condition(prior.model, data=values), observed)
-        kwargs = {"y": y} if prior.kind == "tokens" else {"x": x, "y": y}
+        kwargs = prior.data_kind.model_kwargs(y=y, x=x)
         if enumerate_local:
             from numpyro.contrib.funsor import config_enumerate, enum
             from numpyro.contrib.funsor import log_density as enum_log_density

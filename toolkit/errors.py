@@ -16,10 +16,11 @@ class ConfigError(MetabayesError, ValueError):
 class UnknownNameError(MetabayesError, KeyError):
     """A prior, predictor, scenario or engine name is not registered."""
 
-    def __init__(self, kind: str, name: str, known):
+    def __init__(self, kind: str, name: str, known, *, plural: str | None = None):
         known = sorted(known)
         self.kind, self.name, self.known = kind, name, known
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {', '.join(known) or '(none)'}")
+        plural = plural or (kind[:-2] + "es" if kind.endswith("is") else kind + "s")  # analysis -> analyses
+        super().__init__(f"unknown {kind} {name!r}; known {plural}: {', '.join(known) or '(none)'}")
 
     def __str__(self) -> str:  # KeyError would otherwise quote the whole message
         return self.args[0]

@@ -77,6 +77,20 @@ def write_netcdf(ds: xr.Dataset, path: str | os.PathLike, *, compress: bool = Tr
     return path
 
 
+def write_inference_data(idata, path: str | os.PathLike) -> Path:
+    """Write an ArviZ ``InferenceData`` to ``path`` atomically (its own netCDF groups; a temporary file, a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary(path)
+    try:
+        idata.to_netcdf(tmp, engine=ENGINE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_text(text: str, path: str | os.PathLike) -> Path:
     """Write a text file atomically."""
     path = Path(path)
@@ -159,4 +173,4 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-__all__ = ["write_netcdf", "write_text", "read_netcdf", "open_results", "provenance", "encode_attrs", "git_commit"]
+__all__ = ["write_netcdf", "write_inference_data", "write_text", "read_netcdf", "open_results", "provenance", "encode_attrs", "git_commit"]

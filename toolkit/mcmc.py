@@ -43,9 +43,8 @@ from .dims import EPISODE, OUTCOME, POSITION, X_SITE, Y_SITE
 from .enumeration import LatentGrid, ObservationMask, log_joint_fn
 from .episodes import Episodes
 from .errors import ModelError
-from .predictive import regression_predictions, token_predictions
+from .predictive import Prediction, Predictor
 from .prior import Prior
-from .regression import quantiles_from_cdf
 from .validation import model_trace
 
 # Convergence thresholds (Vehtari et al. 2021, "Rank-normalization, folding, and localization").
@@ -111,7 +110,7 @@ class _Structure:
                     f"latent site {name!r} is discrete without a finite support ({name} cannot be sampled by NUTS "
                     "nor summed out by enumeration); give it a finite support (e.g. Categorical) or make it continuous"
                 )
-        if self.local_discrete and prior.kind != "tokens":
+        if self.local_discrete and not prior.data_kind.finite_outcomes:
             raise ModelError(
                 f"the MCMC engine sums local discrete latents {self.local_discrete} out only for tokens priors"
             )
@@ -133,7 +132,7 @@ class _Structure:
         self.drawn_discrete = [] if self.enumerated else list(names)
 
 
-class MCMCPredictor:
+class MCMCPredictor(Predictor):
     """Bayes posterior predictive by NUTS, one vectorised run per call of `predict`.
 
     Parameters
@@ -151,11 +150,12 @@ class MCMCPredictor:
     ----------
     engine : str
         ``"mcmc"``.
-    inference_data : arviz.InferenceData or None
-        The last run's draws: posterior (continuous latents, draws of the global
-        discrete latents, ``predictive_prob`` or ``predictive_mean`` per draw),
-        sample_stats, log_likelihood (``y``: log p(y_t | θ_s, y_<t)), dims
-        ``chain, draw, episode, position``.
+
+    `run` returns the draws beside the predictions, as an ArviZ InferenceData:
+    posterior (continuous latents, draws of the global discrete latents,
+    ``predictive_prob`` or ``predictive_mean`` per draw), sample_stats,
+    log_likelihood (``y``: log p(y_t | θ_s, y_<t)), dims ``chain, draw,
+    episode, position``.
     """
 
     engine = "mcmc"
@@ -171,7 +171,6 @@ class MCMCPredictor:
         self.prior, self.name, self.progress = prior, name, progress
         self.key = jax.random.key(0) if key is None else key
         self.structure = _Structure(prior, self.config.max_discrete_support)
-        self.inference_data: az.InferenceData | None = None
         self.reason = ""
         self._compiled: dict = {}
 
@@ -187,9 +186,12 @@ class MCMCPredictor:
             ``divergences`` (episode, position); positions and episodes not
             run are NaN.
         """
+        return self.run(episodes, y_grid=y_grid).dataset
+
+    def run(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> Prediction:
+        """`predict`'s Dataset and the run's draws as an ArviZ ``InferenceData``."""
         prior, cfg = self.prior, self.config
-        if prior.kind == "tokens":
-            episodes.check_tokens(prior.num_outcomes, labels=prior.outcomes)
+        prior.data_kind.check_episodes(episodes, outcomes=prior.outcomes)
         length = episodes.length
         positions = cfg.positions or default_positions(length)
         bad = [p for p in positions if not 1 <= p <= length]
@@ -199,8 +201,8 @@ class MCMCPredictor:
         run = _Run(self, episodes[:num_run], positions, y_grid)
         draws = run.sample()
         stats = run.predictive(draws)
-        self.inference_data = run.inference_data(draws, stats)
-        return run.prediction_dataset(stats, draws, self.inference_data, episodes)
+        idata = run.inference_data(draws, stats)
+        return Prediction(run.prediction_dataset(stats, draws, idata, episodes), idata)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -234,10 +236,9 @@ class _Run:
         self.lane_episode, self.lane_t = e, t
         data = np.ones(episodes.y.shape, bool) if episodes.mask is None else episodes.mask
         observed = (np.arange(length)[None, :] < t[:, None]) & data[e]
-        kind_y = np.int64 if self.prior.kind == "tokens" else np.float64
-        self.lane_y = jnp.asarray(episodes.y[e].astype(kind_y))
+        self.lane_y = jnp.asarray(self.prior.data_kind.cast_y(episodes.y[e]))
         x = episodes.x if episodes.x is not None else np.zeros(episodes.y.shape + (1,))
-        if self.prior.kind == "regression" and len(self.prior.sites(3)[X_SITE].shape) == 1:
+        if X_SITE in self.prior.sites(3) and len(self.prior.sites(3)[X_SITE].shape) == 1:
             x = x[..., 0]  # the model's x site is (position,): one feature, no feature dim
         self.lane_x = jnp.asarray(np.asarray(x, np.float64)[e])
         self.lane_observed = jnp.asarray(observed)
@@ -301,7 +302,7 @@ class _Run:
     def _draw_fn(self):
         """``f(params, key, y, x, observed, t) -> per-draw predictive stats`` for one lane and one draw."""
         prior, s, length = self.prior, self.s, self.length
-        tokens = prior.kind == "tokens"
+        tokens = prior.data_kind.finite_outcomes
         grid_values = {}
         if s.grid.names:
             grid_values = {n: jnp.asarray(v) for n, v in s.grid.values(np.arange(s.grid.size)).items()}
@@ -321,7 +322,7 @@ class _Run:
 
         def trace_stats(values, y, x, observed, t):
             model = handlers.substitute(handlers.seed(prior.model, jax.random.key(0)), data=values)
-            kwargs = {"y": y} if tokens else {"x": x, "y": y}
+            kwargs = prior.data_kind.model_kwargs(y=y, x=x)
             tr = handlers.trace(model).get_trace(length, **kwargs)
             log_w = 0.0
             for name, site in tr.items():
@@ -413,7 +414,7 @@ class _Run:
 
     def inference_data(self, draws, stats) -> az.InferenceData:
         prior = self.prior
-        tokens = prior.kind == "tokens"
+        tokens = prior.data_kind.finite_outcomes
         posterior, dims = {}, {}
         for name, value in draws["z"].items():
             posterior[name] = self._cells(value)
@@ -497,25 +498,15 @@ class _Run:
             out[run_e] = sub
             return out
 
-        if prior.kind == "tokens":
-            log_prob = np.asarray(mean_over_draws(stats["log_prob"], log=True))
-            ds = token_predictions(full((prior.num_outcomes,), log_prob), episodes, prior.outcomes)
-        else:
-            log_score = np.asarray(mean_over_draws(stats["log_score"], log=True))
-            mean = mean_over_draws(stats["mean"])
-            variance = mean_over_draws(stats["second_moment"]) - mean**2
-            grid_log_density = quantile_value = None
-            if self.y_grid is not None:
-                grid_log_density = full((len(self.y_grid),), np.asarray(mean_over_draws(stats["grid_log_density"], log=True)))
-                quantile_value = quantiles_from_cdf(np.asarray(self.y_grid), full((len(self.y_grid),), mean_over_draws(stats["grid_cdf"])))
-            ds = regression_predictions(
-                log_score=full((), log_score),
-                mean=full((), mean),
-                variance=full((), variance),
-                quantile_value=quantile_value,
-                grid_log_density=grid_log_density,
-                y_grid=self.y_grid,
-            )
+        out = {}
+        for name, value in stats.items():  # (lane, draw, ...) -> (episode, position, ...): means over the draws
+            if name in ("log_prob", "log_score", "grid_log_density"):
+                out[name] = full(value.shape[2:], np.asarray(mean_over_draws(value, log=True)))
+            elif name in ("mean", "grid_cdf"):
+                out[name] = full(value.shape[2:], mean_over_draws(value))
+        if "second_moment" in stats:
+            out["variance"] = full((), mean_over_draws(stats["second_moment"]) - mean_over_draws(stats["mean"]) ** 2)
+        ds = prior.data_kind.predictions(out, episodes, outcomes=prior.outcomes, y_grid=self.y_grid)
         if self.s.continuous:
             diagnostics = self.diagnostics(idata)
         else:  # exact draws: no chain to converge, nothing to flag
@@ -532,7 +523,7 @@ def _cell_model(prior: Prior, length: int):
     """The prior conditioned on the positions where ``observed`` (bool, (position,)) is True."""
 
     def cell_model(y, x, observed):
-        kwargs = {"y": y} if prior.kind == "tokens" else {"x": x, "y": y}
+        kwargs = prior.data_kind.model_kwargs(y=y, x=x)
         ObservationMask(prior.model, observed)(length, **kwargs)
 
     return cell_model
@@ -593,15 +584,9 @@ def _reduce(diag: xr.Dataset, op) -> np.ndarray:
     return out
 
 
-def mcmc_predictor(prior: Prior, *, name: str = "bayes_mcmc", **options) -> MCMCPredictor:
-    """The MCMC engine's factory, registered with `toolkit.bayes.register_engine`."""
-    return MCMCPredictor(prior, name=name, **options)
-
-
 __all__ = [
     "MCMCPredictor",
     "MCMCConfig",
-    "mcmc_predictor",
     "default_positions",
     "unconverged",
     "R_HAT_MAX",

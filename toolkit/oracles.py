@@ -18,7 +18,7 @@ from .dims import QUANTILES, Y_SITE
 from .enumeration import latent_grid
 from .episodes import Episodes
 from .errors import ModelError
-from .predictive import regression_predictions, token_predictions
+from .predictive import Predictor, regression_predictions, token_predictions
 from .prior import Prior
 from .regression import quantiles_from_cdf
 
@@ -29,7 +29,7 @@ def _site_log_prob_table(prior: Prior, length: int, values: dict, x=None):
 
     def one(v, x_e):
         model = handlers.substitute(handlers.seed(prior.model, jax.random.key(0)), data=v)
-        kwargs = {"y": None} if prior.kind == "tokens" else {"x": x_e, "y": None}
+        kwargs = prior.data_kind.model_kwargs(x=x_e)
         fn = handlers.trace(model).get_trace(length, **kwargs)[Y_SITE]["fn"]
         return fn.log_prob(outcomes).T
 
@@ -48,7 +48,7 @@ def component_log_prob(prior: Prior, length: int, *, max_components: int = 100_0
     return _site_log_prob_table(prior, length, values)
 
 
-class OraclePredictor:
+class OraclePredictor(Predictor):
     """The data-generating source itself: p_q(y_t | true latents of the episode).
 
     Bound to a scenario whose episodes carry their true latents; for prompts
@@ -59,7 +59,7 @@ class OraclePredictor:
         self.source, self.name = source, name
 
     def bind(self, prior: Prior, scenario, episodes: Episodes):
-        source = getattr(scenario, "source", None)
+        source = scenario.source
         if source is None or (source.latent_sites() and not episodes.latents) or source.local_latent_sites():
             return None
         return OraclePredictor(source, name=self.name)
@@ -67,7 +67,7 @@ class OraclePredictor:
     def predict(self, episodes: Episodes, *, y_grid=None) -> xr.Dataset:
         if self.source is None:
             raise ModelError("the oracle needs a scenario's source; call bind(prior, scenario, episodes) first")
-        if self.source.kind != "tokens":
+        if not self.source.data_kind.finite_outcomes:
             return self._predict_regression(episodes, y_grid)
         names = list(self.source.latent_sites())
         values = {n: jnp.asarray(episodes.latents[n]) for n in names}
@@ -153,7 +153,7 @@ def fit_mixture_weights(component_log_prob: np.ndarray, target: np.ndarray, *, t
     return rho
 
 
-class BestMixturePredictor:
+class BestMixturePredictor(Predictor):
     """The best fixed mixture ρ* of the prior's components for the scenario's source q.
 
     Predicts log Σ_k ρ*_k p(y_t | k) at every position, ignoring the context.
@@ -168,9 +168,9 @@ class BestMixturePredictor:
         self._component_log_prob = None
         self._outcomes = None
 
+    kind = "tokens"
+
     def bind(self, prior: Prior, scenario, episodes: Episodes):
-        if prior.kind != "tokens":
-            return None
         try:
             components = component_log_prob(prior, episodes.length, max_components=self.max_components)
         except ModelError:

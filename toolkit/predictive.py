@@ -1,4 +1,4 @@
-"""Predictions as labelled xarray Datasets, and the `Predictor` protocol.
+"""Predictions as labelled xarray Datasets, and the `Predictor` base class.
 
 Every predictor returns the comparison variables without the predictor and
 scenario dims (DESIGN.md, "Evaluation"): tokens give ``log_prob (episode,
@@ -9,7 +9,8 @@ position, outcome)`` and ``log_score (episode, position)``; regression gives
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -22,19 +23,60 @@ if TYPE_CHECKING:
     from .scenario import Scenario
 
 
-@runtime_checkable
-class Predictor(Protocol):
+class Predictor(ABC):
     """Maps `Episodes` to per-position predictive distributions of y_t given y_<t (and x_<=t).
 
-    Position t uses nothing at or after t. A predictor that depends on the
-    scenario (the oracle, the best mixture) also has
-    ``bind(prior, scenario, episodes) -> Predictor | None``; ``None`` means it
-    has no answer for that scenario and its cells are left NaN.
+    Position t uses nothing at or after t. Subclasses implement `predict`;
+    every other hook has a default here (NumPyro's ``MCMCKernel`` pattern), so
+    callers never ask an object what it has:
+
+    - ``name``: the predictor's name in the comparison Dataset.
+    - ``kind``: the data kind it predicts (``"tokens"``, ``"regression"``), or
+      None for a predictor of any kind (Bayes, the oracle).
+    - ``context``: the longest episode it reads (a learner's context), or None.
+    - `bind`: the predictor for one scenario; predictors that depend on it
+      (the oracle, the best mixture) return a bound copy, or None when they
+      have no answer there (their cells stay NaN).
+    - `run`: the predictions plus what the engine keeps beside them (the MCMC
+      engine's ArviZ InferenceData).
+    - `token_log_prob`: next-token log-probabilities of raw token arrays
+      (sampling completions); learners answer it without building a Dataset.
+    - `describe`: JSON-safe provenance.
     """
 
-    name: str
+    name: str = "predictor"
+    kind: str | None = None
+    context: int | None = None
 
-    def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset: ...
+    @abstractmethod
+    def predict(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> xr.Dataset:
+        """The prediction Dataset: the comparison variables without the predictor and scenario dims."""
+
+    def run(self, episodes: Episodes, *, y_grid: np.ndarray | None = None) -> Prediction:
+        """`predict`, plus what the engine keeps beside the predictions (here nothing)."""
+        return Prediction(self.predict(episodes, y_grid=y_grid))
+
+    def bind(self, prior: Prior, scenario: Scenario, episodes: Episodes) -> Predictor | None:
+        """The predictor to use on ``scenario``'s ``episodes``: itself, unless it depends on the scenario."""
+        return self
+
+    def token_log_prob(self, y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """log p(y_t = v | y_<t) for token arrays ``y`` (episode, position): shape (episode, position, outcome)."""
+        return self.predict(Episodes(y=y, mask=mask))["log_prob"].values
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe provenance (settings, fitted values); empty by default."""
+        return {}
+
+
+class Prediction(NamedTuple):
+    """What `Predictor.run` returns: the prediction Dataset and, from MCMC, its ArviZ InferenceData.
+
+    A named tuple: ``ds, idata = predictor.run(episodes)``.
+    """
+
+    dataset: xr.Dataset
+    inference_data: Any = None  # arviz.InferenceData of the run's draws, or None
 
 
 def position_coord(length: int) -> np.ndarray:
@@ -112,4 +154,4 @@ def regression_predictions(
     return xr.Dataset(data, coords=coords)
 
 
-__all__ = ["Predictor", "token_predictions", "regression_predictions", "position_coord"]
+__all__ = ["Predictor", "Prediction", "token_predictions", "regression_predictions", "position_coord"]

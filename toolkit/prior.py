@@ -19,7 +19,8 @@ from numpyro import handlers
 
 from .dims import POSITION_PLATE, X_SITE, Y_SITE
 from .episodes import Episodes
-from .errors import ModelError
+from .errors import ModelError, UnknownNameError
+from .kinds import get_kind
 from .validation import CONVENTION, SCAN_TAG, SiteInfo, check_kind, check_sites, model_trace, site_table
 
 Kind = Literal["tokens", "regression"]
@@ -75,37 +76,23 @@ class Prior:
         params: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ):
-        if kind not in ("tokens", "regression"):
-            raise ModelError(f"Prior kind must be 'tokens' or 'regression', got {kind!r}")
+        try:
+            data_kind = get_kind(kind)
+        except UnknownNameError:
+            raise ModelError(f"Prior kind must be 'tokens' or 'regression', got {kind!r}") from None
         if not callable(model):
             raise ModelError(f"Prior model must be a callable NumPyro model, got {type(model).__name__}; {CONVENTION}")
         if not _call_signature_ok(model):
             raise ModelError(f"the model does not accept the keyword 'y'; {CONVENTION}")
         self.model = model
-        self.kind: Kind = kind
+        self.kind: Kind = data_kind.name
+        self.data_kind = data_kind  # what differs between token and regression data (toolkit.kinds)
         self.exact_predictive = exact_predictive
         self.eos = eos
         self.name = name or getattr(model, "__name__", "model")
         self.params = dict(params or {})
         self.metadata = dict(metadata or {})
-        sites = self.sites()
-        if kind == "tokens":
-            y_site = sites[Y_SITE]
-            if outcomes is None:
-                if not y_site.has_enumerate_support or not y_site.support_size:
-                    raise ModelError(
-                        "a tokens prior needs `outcomes=` labels or a 'y' distribution with finite support "
-                        "(Categorical, Bernoulli)"
-                    )
-                outcomes = tuple(str(v) for v in range(y_site.support_size))
-            self.outcomes: tuple[str, ...] | None = tuple(str(o) for o in outcomes)
-            self.x_dim = None
-        else:
-            self.outcomes = None
-            if X_SITE not in sites:
-                raise ModelError(f"a regression prior needs an 'x' sample site; {CONVENTION}")
-            shape = sites[X_SITE].shape
-            self.x_dim = int(x_dim if x_dim is not None else (shape[-1] if len(shape) > 1 else 1))
+        self.outcomes, self.x_dim = data_kind.data_shape(self.sites(), outcomes=outcomes, x_dim=x_dim)
         # y of the declared kind's shape and dtype; finite log-densities are checked by `bayes_predictor`
         check_kind(self, model_trace(self, 3), 3)
 
@@ -116,17 +103,11 @@ class Prior:
             raise AttributeError("regression priors have no finite outcome set")
         return len(self.outcomes)
 
-    def _call_kwargs(self, length: int, y=None, x=None) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"y": y}
-        if self.kind == "regression":
-            kwargs["x"] = x
-        return kwargs
-
     def trace(self, key, length: int, *, y=None, x=None) -> dict:
         """One NumPyro trace of the model (optionally conditioned on y and x)."""
         try:
             return handlers.trace(handlers.seed(self.model, key)).get_trace(
-                length, **self._call_kwargs(length, y=y, x=x)
+                length, **self.data_kind.model_kwargs(y=y, x=x)
             )
         except TypeError as exc:
             raise ModelError(f"calling the model failed ({exc}); {CONVENTION}") from None
@@ -174,8 +155,7 @@ class Prior:
         out = jax.device_get(out)
         y = np.asarray(out.pop(Y_SITE))
         x = out.pop(X_SITE, None)
-        if self.kind == "tokens":
-            y = y.astype(np.int64)
+        y = self.data_kind.cast_y(y)
         mask = None
         if self.eos is not None:
             ended = np.cumsum(y == self.eos, axis=1) - (y == self.eos)
@@ -203,7 +183,7 @@ def _sample_one(model, kind: str, length: int):
     """``key -> {site: value}``: one episode's y, x and global latents from one trace."""
 
     def one(key):
-        kwargs = {"y": None} if kind == "tokens" else {"x": None, "y": None}
+        kwargs = get_kind(kind).model_kwargs()
         tr = handlers.trace(handlers.seed(model, key)).get_trace(length, **kwargs)
         out = {}
         for name, site in tr.items():

@@ -2,13 +2,16 @@
 
 One prior = one file in ``priors/`` whose factory is decorated with
 ``@register_prior("name")`` (sbibm keeps one folder per task; a registry
-replaces its if/elif ``get_task``). A user's prior can also live in any Python
+replaces its if/elif ``get_task``). The built-in priors, and those of any
+installed package, are found through the ``metabayes.priors`` entry-point
+group (``pyproject.toml``), so the core never imports ``priors`` itself. A user's prior can also live in any Python
 file or module: ``"path/to/file.py:model"`` or ``"package.module:factory"``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import sys
@@ -118,7 +121,7 @@ def _import_target(target: str):
         sys.modules[mod_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # user code: its exit is an import failure too
             del sys.modules[mod_name]
             raise ModelError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
         return module
@@ -147,10 +150,24 @@ def _build(name: str, factory: Callable[..., Prior], params: dict[str, Any]) -> 
     return prior
 
 
+# Packages that register priors name a module in this entry-point group (metabayes' own: ``priors``, whose
+# files register themselves on import), so the registry finds them without the core importing them.
+ENTRY_POINT_GROUP = "metabayes.priors"
+_loaded_entry_points: set[str] = set()
+
+
 def _load_builtin() -> None:
-    """Import the ``priors`` package so its files register themselves."""
-    if "priors" not in sys.modules:
-        importlib.import_module("priors")
+    """Import every module of the ``metabayes.priors`` entry-point group once, so their priors register."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.value in _loaded_entry_points:
+            continue
+        _loaded_entry_points.add(entry.value)
+        try:
+            entry.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plug-in package: name it
+            raise ModelError(
+                f"loading the priors of entry point {entry.name!r} ({entry.value}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 __all__ = ["register_prior", "get_prior", "available_priors", "load_prior"]

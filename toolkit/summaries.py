@@ -13,11 +13,8 @@ import numpy as np
 import xarray as xr
 
 from . import metrics
-from .dims import EPISODE, FEATURE, OUTCOME, POSITION, PREDICTOR, QUANTILE, SCENARIO, Y_GRID
-
-
-# Below this Jensen-Shannon distance the two references count as equal (relative distance NaN).
-RELATIVE_DISTANCE_MIN_SEPARATION = 1e-6
+from .dims import EPISODE, POSITION, PREDICTOR, SCENARIO
+from .kinds import DataKind, get_kind, kind_of
 
 
 def evaluation_mask(ds: xr.Dataset) -> xr.DataArray:
@@ -37,23 +34,10 @@ def evaluation_mask(ds: xr.Dataset) -> xr.DataArray:
     return mask | (is_prompt & before & ~mask & exists)
 
 
-def _distribution_divergence(ds: xr.Dataset, func, name: str, a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
-    if OUTCOME in a.dims:
-        return func(a, b, dim=OUTCOME).rename(name)
-    return metrics.xr_grid_kl_divergence(a, b, dim=Y_GRID).rename(name)
-
-
-def _distributions(ds: xr.Dataset) -> xr.DataArray | None:
-    if "log_prob" in ds:
-        return ds["log_prob"]
-    if "grid_log_density" in ds:
-        return ds["grid_log_density"]
-    return None
-
-
 def metrics_dataset(
     ds: xr.Dataset,
     *,
+    kind: str | DataKind | None = None,
     reference: str = "bayes",
     mixture: str = "best_mixture",
     bootstrap_resamples: int = 1000,
@@ -65,6 +49,8 @@ def metrics_dataset(
     ----------
     ds : xr.Dataset
         The comparison Dataset (dims predictor, scenario, episode, position, ...).
+    kind : {"tokens", "regression"} or DataKind, optional
+        The data kind; default the kind of the prior recorded in ``ds.attrs``.
     reference : str
         Predictor that KL, excess loss and relative distance are measured against (A).
     mixture : str
@@ -89,6 +75,7 @@ def metrics_dataset(
         ``coverage_90`` (of the central quantile intervals); and position
         means ``*_mean`` (predictor, scenario).
     """
+    kind = kind_of(ds) if kind is None else get_kind(kind)
     valid = evaluation_mask(ds)
     score = ds["log_score"].where(ds["mask"]) if "mask" in ds else ds["log_score"]
     interval = metrics.xr_cross_entropy_interval(
@@ -104,75 +91,23 @@ def metrics_dataset(
     )
     out["cross_entropy"].attrs = {"long_name": "mean -log p(y_t | y_<t) over episodes", "units": "nats"}
     predictors = list(ds[PREDICTOR].values)
-    dist = _distributions(ds)
+    variable = kind.distribution[0]  # absent from a regression run without a y-grid
     if reference in predictors:
         out["excess_loss"] = metrics.xr_excess_loss(score, score.sel({PREDICTOR: reference}, drop=True), EPISODE)
-        if dist is not None:
-            ref = dist.sel({PREDICTOR: reference}, drop=True)
-            kl = _distribution_divergence(ds, metrics.xr_kl_divergence, "kl", ref, dist).where(valid)
+        if variable in ds:
+            dist = ds[variable]
+            kl = kind.divergence(dist.sel({PREDICTOR: reference}, drop=True), dist).rename("kl").where(valid)
             out["kl_from_reference"] = metrics.xr_cross_entropy(-kl, EPISODE)
             out["kl_from_reference"].attrs = {"long_name": f"KL({reference} || predictor), mean over episodes", "units": "nats"}
-            if mixture in predictors and OUTCOME in dist.dims:
-                mix = dist.sel({PREDICTOR: mixture}, drop=True)
-                # sqrt(JS) is a metric, so by the triangle inequality the relative distance stays in [-1, 1]
-                js_a = np.sqrt(metrics.xr_js_divergence(dist, ref)).where(valid)
-                js_b = np.sqrt(metrics.xr_js_divergence(dist, mix)).where(valid)
-                js_ab = np.sqrt(metrics.xr_js_divergence(ref, mix)).where(valid)
-                mean = lambda v: metrics.xr_cross_entropy(-v, EPISODE)  # noqa: E731 - nan-aware episode mean
-                out["js_distance_to_reference"], out["js_distance_to_mixture"] = mean(js_a), mean(js_b)
-                # where the references agree to rounding, there is nothing to place the predictor between
-                d_ab = mean(js_ab)
-                d_ab = d_ab.where(d_ab > RELATIVE_DISTANCE_MIN_SEPARATION, 0.0)
-                out["relative_distance"] = metrics.xr_relative_distance(mean(js_a), mean(js_b), d_ab)
-                out["relative_distance"].attrs = {
-                    "long_name": f"(d(h,{reference}) - d(h,{mixture})) / d({reference},{mixture}), "
-                    "d = mean over episodes of the Jensen-Shannon distance sqrt(JS)",
-                    "meaning": f"-1: predicts like {reference}; +1: predicts like {mixture}",
-                }
-    if "mean" in ds:
-        out = out.merge(_regression_metrics(ds, reference if reference in predictors else None))
-    for name in ("cross_entropy", "kl_from_reference", "excess_loss", *REGRESSION_AVERAGED):
+    out = out.merge(kind.metrics(ds, valid=valid, reference=reference if reference in predictors else None,
+                                 mixture=mixture))
+    for name in ("cross_entropy", "kl_from_reference", "excess_loss", *kind.averaged_metrics):
         if name in out:
             out[f"{name}_mean"] = metrics.xr_cross_entropy(-out[name], POSITION)
     out.attrs = {"reference": reference, "mixture": mixture, "bootstrap_resamples": bootstrap_resamples, "seed": seed}
     if "r_hat" in ds:
         out = _with_mcmc_flags(out, ds, valid)
     return out.transpose(PREDICTOR, SCENARIO, ...)
-
-
-# Regression metrics that also get a position mean ``*_mean``.
-REGRESSION_AVERAGED = ("squared_error", "squared_error_to_reference", "coverage_50", "coverage_90")
-
-
-def _regression_metrics(ds: xr.Dataset, reference: str | None) -> xr.Dataset:
-    """Squared errors of the predictive mean (divided by d) and coverage of the central intervals.
-
-    Only cells with a realised y count (padding never does); a point
-    predictor's NaN quantiles leave its coverage NaN.
-    """
-    d = ds.sizes.get(FEATURE, 1)
-    y = ds["y"].where(ds["mask"]) if "mask" in ds else ds["y"]
-    mean = ds["mean"]
-    out = xr.Dataset()
-    out["squared_error"] = metrics.xr_squared_error(mean, y, EPISODE, scale=d)
-    out["squared_error"].attrs = {
-        "long_name": "mean over episodes of (predictive mean - y_t)^2 / d, d = number of features",
-    }
-    if reference is not None:
-        ref = mean.sel({PREDICTOR: reference}, drop=True)
-        out["squared_error_to_reference"] = metrics.xr_squared_error(mean, ref.where(y.notnull()), EPISODE, scale=d)
-        out["squared_error_to_reference"].attrs = {
-            "long_name": f"mean over episodes of (predictive mean - {reference}'s mean)^2 / d",
-        }
-    if "quantile_value" in ds:
-        q = ds["quantile_value"]
-        levels = [float(v) for v in q[QUANTILE].values]
-        for name, (lo, hi) in {"coverage_50": (0.25, 0.75), "coverage_90": (0.05, 0.95)}.items():
-            if lo in levels and hi in levels:
-                out[name] = metrics.xr_coverage(y, q.sel({QUANTILE: lo}, drop=True), q.sel({QUANTILE: hi}, drop=True))
-                out[name].attrs = {"long_name": f"fraction of y_t inside the central {round((hi - lo) * 100)} % "
-                                                 f"interval (quantiles {lo}-{hi})"}
-    return out
 
 
 def _with_mcmc_flags(out: xr.Dataset, ds: xr.Dataset, valid: xr.DataArray) -> xr.Dataset:

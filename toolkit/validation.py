@@ -18,7 +18,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from numpyro import handlers
 
@@ -67,13 +66,16 @@ def model_trace(prior: Prior, length: int) -> dict:
 
 @lru_cache(maxsize=128)
 def _cached_trace(model, kind: str, length: int) -> dict:
-    kwargs = {"y": None} if kind == "tokens" else {"x": None, "y": None}
+    from .kinds import get_kind  # kinds quotes this module's convention: imported when first needed
+
+    data_kind = get_kind(kind)
+    kwargs = data_kind.model_kwargs()
     try:
         return handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(length, **kwargs)
     except ModelError:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's model failed: say so, with the convention
-        hint = " (a regression model takes `x=None`)" if kind == "regression" and "'x'" in str(exc) else ""
+        hint = " (a regression model takes `x=None`)" if "x" in kwargs and "'x'" in str(exc) else ""
         raise ModelError(f"calling the model failed ({type(exc).__name__}: {exc}){hint}; {CONVENTION}") from None
 
 
@@ -118,7 +120,7 @@ def check_sites(table: dict[str, SiteInfo], length: int) -> dict[str, SiteInfo]:
     return table
 
 
-def _distribution_name(fn) -> str:
+def distribution_name(fn) -> str:
     """``Normal`` rather than the ``ExpandedDistribution`` a plate wraps it in."""
     while hasattr(fn, "base_dist"):
         fn = fn.base_dist
@@ -126,51 +128,8 @@ def _distribution_name(fn) -> str:
 
 
 def check_kind(prior: Prior, tr: dict, length: int) -> None:
-    """``y`` (and ``x``) of the shape and dtype the declared kind needs."""
-    y_site = tr[Y_SITE]
-    value, fn = y_site["value"], y_site["fn"]
-    discrete = bool(getattr(fn.support, "is_discrete", False))
-    if prior.kind == "tokens":
-        if np.shape(value) != (length,):
-            raise ModelError(
-                f"site 'y' has shape {np.shape(value)} at length {length}; a tokens prior emits one integer "
-                f"token per position, shape ({length},); {CONVENTION}"
-            )
-        if not discrete or not jnp.issubdtype(jnp.result_type(value), jnp.integer) and jnp.result_type(value) != bool:
-            raise ModelError(
-                f"site 'y' draws {_distribution_name(fn)} values of dtype {jnp.result_type(value)}, but kind='tokens' "
-                "needs integer tokens in [0, V) (Categorical, Bernoulli); declare kind='regression' for real y"
-            )
-        if prior.outcomes is not None and getattr(fn, "has_enumerate_support", False):
-            try:
-                size = int(fn.enumerate_support(expand=False).shape[0])
-            except Exception:  # noqa: BLE001 - some supports are data-dependent
-                size = None
-            if size is not None and size != len(prior.outcomes):
-                raise ModelError(
-                    f"site 'y' has {size} outcomes ({_distribution_name(fn)}) but the prior declares "
-                    f"{len(prior.outcomes)} outcome labels {list(prior.outcomes)}"
-                )
-    else:
-        if discrete or not jnp.issubdtype(jnp.result_type(value), jnp.floating):
-            raise ModelError(
-                f"site 'y' draws {_distribution_name(fn)} values of dtype {jnp.result_type(value)}, but "
-                "kind='regression' needs real y (e.g. Normal); declare kind='tokens' for integer outcomes"
-            )
-        if np.shape(value) != (length,):
-            raise ModelError(
-                f"site 'y' has shape {np.shape(value)} at length {length}; a regression prior emits one real y "
-                f"per position, shape ({length},); {CONVENTION}"
-            )
-        if X_SITE not in tr:
-            raise ModelError(f"a regression prior needs an 'x' sample site; {CONVENTION}")
-        x = tr[X_SITE]["value"]
-        if np.shape(x)[:1] != (length,) or np.ndim(x) > 2:
-            raise ModelError(
-                f"site 'x' has shape {np.shape(x)} at length {length}; it must be ({length},) or ({length}, features)"
-            )
-        if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            raise ModelError(f"site 'x' has dtype {jnp.result_type(x)}; regression inputs must be real")
+    """``y`` (and ``x``) of the shape and dtype the declared kind needs (`toolkit.kinds`)."""
+    prior.data_kind.check_trace(prior, tr, length)
 
 
 def check_log_density(prior: Prior, *, length: int = 3, num_draws: int = 3) -> None:
@@ -217,4 +176,4 @@ def validate_prior(prior: Prior, *, length: int = 3, num_draws: int = 3) -> dict
     return table
 
 
-__all__ = ["CONVENTION", "SCAN_TAG", "SiteInfo", "model_trace", "site_table", "check_sites", "check_kind", "check_log_density", "validate_prior"]
+__all__ = ["CONVENTION", "SCAN_TAG", "SiteInfo", "model_trace", "site_table", "check_sites", "check_kind", "distribution_name", "check_log_density", "validate_prior"]

@@ -9,11 +9,15 @@ import torch
 import learners
 from learners import TrainConfig, lr_at, train
 from learners.train import masked_cross_entropy
+from toolkit import Prior
 from toolkit.errors import CheckpointError, ConfigError
 
 
-class Interrupting:
-    """A prior whose sampler fails after ``after`` batches: a run killed mid-training."""
+class Interrupting(Prior):
+    """A prior whose sampler fails after ``after`` batches: a run killed mid-training.
+
+    Everything but ``sample`` is the wrapped prior's (its instance attributes through ``__getattr__``).
+    """
 
     def __init__(self, prior, after, exc=KeyboardInterrupt):
         self.prior, self.after, self.exc, self.calls = prior, after, exc, 0

@@ -24,7 +24,7 @@ PREDICTORS = ["bayes", "oracle", "best_mixture", "frequency", "silent"]
 SCENARIOS = ["in_distribution", "q=0.5", "prompts"]
 
 
-class Silent:
+class Silent(toolkit.Predictor):
     """A scenario-bound predictor with no answer anywhere: ``bind`` returns None."""
 
     name = "silent"

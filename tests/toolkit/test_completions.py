@@ -1,21 +1,13 @@
-"""Sampled completions and the aⁿbⁿ rule classifier, against hand-written cases and exact distributions."""
-
-from types import SimpleNamespace
+"""Sampled completions, against a deterministic toy learner and exact distributions (the aⁿbⁿ rules of
+completions are the aⁿbⁿ analysis', ``tests/comparisons/analyses/test_anbn_analysis.py``)."""
 
 import numpy as np
 import pytest
 import xarray as xr
 from scipy import stats
 
-from toolkit.completions import (
-    NOT_SAMPLED,
-    RULES,
-    add_completions,
-    classify_anbn,
-    completion_strings,
-    rule_counts,
-    sample_completions,
-)
+from toolkit import Predictor
+from toolkit.completions import NOT_SAMPLED, add_completions, completion_strings, sample_completions
 from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from toolkit.episodes import Episodes
 from toolkit.errors import ConfigError, DataError
@@ -29,71 +21,24 @@ def tokens(text: str) -> list[int]:
     return ["ab$".index(c) for c in text]
 
 
-# --------------------------------------------------------------------------- the classifier
-
-CASES = [  # prompt, completion ($ = EOS), rule
-    ("aabab", "b$", "both"),  # 3 a, 3 b, no a written
-    ("aabab", "$", "no_a_after_b"),  # 3 a, 2 b
-    ("aabab", "bbb$", "no_a_after_b"),
-    ("aabab", "bab$", "equal_count"),  # 4 a, 4 b, an a after a b
-    ("aabab", "ab$", "neither"),
-    ("ba", "$", "both"),
-    ("ba", "ab$", "equal_count"),
-    ("abb", "a$", "equal_count"),  # the only way to balance writes an a after a b
-    ("abb", "$", "no_a_after_b"),
-    ("abb", "bbbb", "no_eos"),  # the length limit came first
-    ("aab", "b$", "both"),  # the in-distribution completion obeys both
-    ("aab", "abb$", "equal_count"),
-    ("aa", "ba$", "neither"),  # 3 a, 1 b, and an a after the generated b
-    ("aa", "ab$", "no_a_after_b"),  # the a comes before the first b
-    ("aa", "abbb$", "both"),  # the a comes first, then the counts balance
-    ("aa", "babb$", "equal_count"),
-    ("aa", "aabb$", "no_a_after_b"),  # a's before the first b are fine
-    ("a", "", "no_eos"),  # nothing generated (the context was full)
-    ("ab", "$ab", "both"),  # tokens after EOS do not count
-]
-
-
-@pytest.mark.parametrize("prompt, completion, rule", CASES)
-def test_classifier_on_hand_written_completions(prompt, completion, rule):
-    row = np.full((1, 1, 6), NOT_SAMPLED)
-    row[0, 0, : len(completion)] = tokens(completion)
-    assert RULES[classify_anbn([tokens(prompt)], row)[0, 0]] == rule
-
-
-def test_classifier_is_vectorised_over_prompts_and_completions():
-    prompts = sorted({p for p, _, _ in CASES})
-    by_prompt = {p: [(c, r) for q, c, r in CASES if q == p] for p in prompts}
-    width = max(len(v) for v in by_prompt.values())
-    completions = np.full((len(prompts), width, 6), NOT_SAMPLED)
-    expected = np.full((len(prompts), width), -1)
-    for i, p in enumerate(prompts):
-        for j, (c, r) in enumerate(by_prompt[p]):
-            completions[i, j, : len(c)] = tokens(c)
-            expected[i, j] = RULES.index(r)
-    got = classify_anbn([tokens(p) for p in prompts], completions)
-    np.testing.assert_array_equal(got[expected >= 0], expected[expected >= 0])
-    counts = rule_counts(np.where(expected >= 0, got, -1), axis=(0, 1))
-    np.testing.assert_array_equal(counts, [sum(r == k for _, _, r in CASES) for k in RULES])
-
-
-def test_classifier_rejects_misshapen_completions():
-    with pytest.raises(DataError, match="shape"):
-        classify_anbn([[0], [1]], np.zeros((1, 1, 3), int))
-
-
 # --------------------------------------------------------------------------- the sampler
 
 
-class CountingPredictor:
-    """Writes b until the counts balance, then EOS: the equal_count rule (a deterministic toy learner)."""
+class CountingPredictor(Predictor):
+    """Writes b until the counts balance, then EOS: the equal_count rule (a deterministic toy learner).
+
+    Its next-token tables come from `token_log_prob` (as a learner's do), never from ``predict``.
+    """
 
     def __init__(self, block_size=16, name="counting"):
-        self.config = SimpleNamespace(block_size=block_size, vocab_size=3)
+        self.context = block_size
         self.name = name
         self.calls = 0
 
-    def log_prob(self, y):
+    def predict(self, episodes, *, y_grid=None):
+        raise AssertionError("sampling asks for token_log_prob")
+
+    def token_log_prob(self, y, mask=None):
         self.calls += 1
         y = np.asarray(y)
         before_a = np.cumsum(y == A, axis=1) - (y == A)  # counts in y_<t
@@ -103,7 +48,7 @@ class CountingPredictor:
             return np.log(np.eye(3)[choice])
 
 
-class FixedPredictor:
+class FixedPredictor(Predictor):
     """The same next-token distribution everywhere; predictions through ``predict`` only."""
 
     name = "fixed"
@@ -126,7 +71,6 @@ def test_a_deterministic_predictor_gives_its_completions_and_shares_forward_pass
     strings = completion_strings(out, OUTCOMES, eos=EOS)
     assert set(strings[0]) == {"b·"} and set(strings[1]) == {"bbb·"} and set(strings[2]) == {"·"}
     assert predictor.calls == 4  # one pass per step over the distinct sequences, not one per completion
-    assert np.all(classify_anbn(prompts, out) == RULES.index("both"))
 
 
 def test_sampled_frequencies_follow_the_distribution_and_the_temperature():
@@ -162,7 +106,7 @@ def test_the_context_caps_completions_without_eos():
     out = sample_completions(predictor, [tokens("aaaa")], num_completions=3, max_new_tokens=10,
                              rng=np.random.default_rng(0), eos=EOS)
     assert completion_strings(out, OUTCOMES, eos=EOS)[0, 0] == "bb"  # positions 5 and 6, then the context is full
-    assert RULES[classify_anbn([tokens("aaaa")], out)[0, 0]] == "no_eos"
+    assert np.all(out[0, 0, 2:] == NOT_SAMPLED)  # no EOS: it stopped where the context ended
 
 
 @pytest.mark.parametrize(
@@ -204,21 +148,17 @@ def test_add_completions_sits_beside_its_prompts():
     completions = np.full((2, 2, 6), NOT_SAMPLED, np.int8)  # 2 prompts x 2 completions, max_new_tokens 6
     completions[0, 0, :2], completions[0, 1, :1] = [1, 2], [2]
     completions[1, 0, :3], completions[1, 1, :3] = [1, 1, 2], [0, 0, 0]
-    rule = classify_anbn([tokens("a"), tokens("aa")], completions)
-    out = add_completions(ds, {("h", "prompts"): (completions, rule)}, attrs={"temperature": 1.0})
+    out = add_completions(ds, {("h", "prompts"): completions}, attrs={"temperature": 1.0})
     dims = (PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION)
     assert out["completion_tokens"].dims == dims + (COMPLETION_STEP,)
-    assert out["completion_rule"].dims == out["completion_length"].dims == dims
+    assert out["completion_length"].dims == dims
     assert list(out[PROMPT_SCENARIO].values) == ["prompts"] and out.sizes[PROMPT] == 2
     assert out.sizes[COMPLETION_STEP] == 3  # the longest completion, not max_new_tokens
     assert list(out["prompt_text"].sel({PROMPT_SCENARIO: "prompts"}).values) == ["a", "aa"]
     np.testing.assert_array_equal(out["completion_tokens"].sel({PREDICTOR: "h"}).values[0], completions[..., :3])
     assert np.all(out["completion_tokens"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)
-    assert np.all(out["completion_rule"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)
+    assert np.all(out["completion_length"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)
     np.testing.assert_array_equal(out["completion_length"].sel({PREDICTOR: "h"}).values[0], [[2, 1], [3, 3]])
-    assert [str(r) for r in out["rule"].values] == list(RULES)
-    assert [RULES[k] for k in out["completion_rule"].sel({PREDICTOR: "h"}).values[0].ravel()] == [
-        "both", "no_a_after_b", "both", "no_eos"]
     assert out["completion_tokens"].attrs["temperature"] == 1.0
 
 

@@ -22,7 +22,7 @@ from toolkit.compare import compare
 from toolkit.enumeration import enumeration_path
 from toolkit.dims import EPISODE, OUTCOME, POSITION, SCENARIO
 from toolkit.episodes import Episodes
-from toolkit.mcmc import DIAGNOSTICS, MCMCPredictor, default_positions, unconverged
+from toolkit.mcmc import DIAGNOSTICS, default_positions, unconverged
 from toolkit.summaries import metrics_dataset
 
 matplotlib.use("Agg")
@@ -38,17 +38,17 @@ def beta_coin(length, y=None):
         numpyro.sample("y", dist.Bernoulli(p), obs=y)
 
 
-def ran_positions(mcmc: MCMCPredictor) -> np.ndarray:
-    return np.asarray(mcmc.inference_data.posterior[POSITION].values)
+def ran_positions(idata: az.InferenceData) -> np.ndarray:
+    return np.asarray(idata.posterior[POSITION].values)
 
 
-def assert_within_mcse(mcmc: MCMCPredictor, pred: xr.Dataset, exact: xr.Dataset, *, k=4.0, atol=1e-9):
+def assert_within_mcse(idata: az.InferenceData, pred: xr.Dataset, exact: xr.Dataset, *, k=4.0, atol=1e-9):
     """|MCMC − exact| ≤ k Monte-Carlo standard errors (ArviZ) at every run cell and outcome."""
-    positions = ran_positions(mcmc)
-    episodes = mcmc.inference_data.posterior[EPISODE].values
+    positions = ran_positions(idata)
+    episodes = idata.posterior[EPISODE].values
     got = np.exp(pred["log_prob"].sel({POSITION: positions}).isel({EPISODE: episodes}).values)
     want = np.exp(exact["log_prob"].sel({POSITION: positions}).isel({EPISODE: episodes}).values)
-    mcse = az.mcse(mcmc.inference_data, var_names=["predictive_prob"])["predictive_prob"]
+    mcse = az.mcse(idata, var_names=["predictive_prob"])["predictive_prob"]
     mcse = mcse.transpose(EPISODE, POSITION, OUTCOME).values
     assert np.all(np.isfinite(got))
     excess = np.abs(got - want) - (k * mcse + atol)
@@ -61,7 +61,7 @@ def beta_run():
     prior = priors.get("beta_bernoulli", a=2.0, b=3.0)
     episodes = prior.sample(jax.random.key(3), 16, 8)
     mcmc = bayes_predictor(prior, engine="mcmc", name="bayes_mcmc", key=jax.random.key(4), **BUDGET)
-    return prior, episodes, mcmc, mcmc.predict(episodes)
+    return prior, episodes, mcmc, mcmc.run(episodes)
 
 
 def test_default_positions_are_context_lengths_0_1_2_4_and_the_last():
@@ -104,14 +104,14 @@ def test_mcmc_settings_are_checked():
 
 
 def test_beta_bernoulli_mcmc_matches_the_closed_form_within_4_mcse(beta_run):
-    prior, episodes, mcmc, pred = beta_run
+    prior, episodes, _, (pred, idata) = beta_run
     exact = bayes_predictor(prior).predict(episodes)
-    assert_within_mcse(mcmc, pred, exact)
+    assert_within_mcse(idata, pred, exact)
 
 
 def test_cells_not_run_are_nan_and_diagnostics_sit_on_run_cells(beta_run):
-    _, episodes, mcmc, pred = beta_run
-    run = ran_positions(mcmc)
+    _, episodes, _, (pred, idata) = beta_run
+    run = ran_positions(idata)
     assert tuple(run) == default_positions(episodes.length)
     skipped = [p for p in pred[POSITION].values if p not in run]
     assert np.all(np.isnan(pred["log_prob"].sel({POSITION: skipped}).values))
@@ -123,8 +123,7 @@ def test_cells_not_run_are_nan_and_diagnostics_sit_on_run_cells(beta_run):
 
 
 def test_inference_data_has_named_dims_and_works_with_arviz_as_saved(beta_run, tmp_path):
-    _, episodes, mcmc, pred = beta_run
-    idata = mcmc.inference_data
+    _, episodes, mcmc, (pred, idata) = beta_run
     assert {"posterior", "sample_stats", "log_likelihood"} <= set(idata.groups())
     assert idata.posterior["p"].dims == ("chain", "draw", EPISODE, POSITION)
     assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 300
@@ -134,7 +133,7 @@ def test_inference_data_has_named_dims_and_works_with_arviz_as_saved(beta_run, t
     idata.to_netcdf(str(path))
     saved = az.from_netcdf(str(path))
     summary = az.summary(saved, var_names=["p"])
-    assert len(summary) == episodes.num_episodes * len(ran_positions(mcmc))
+    assert len(summary) == episodes.num_episodes * len(ran_positions(idata))
     assert {"r_hat", "ess_bulk", "ess_tail"} <= set(summary.columns)
     axes = az.plot_rank(saved, var_names=["p"], coords={EPISODE: 0, POSITION: 3})
     assert axes is not None
@@ -159,9 +158,9 @@ def test_coin_mixture_without_continuous_latents_is_exact():
     prior = priors.get("coin_mixture")
     episodes = prior.sample(jax.random.key(5), 8, 8)
     mcmc = bayes_predictor(prior, engine="mcmc", **BUDGET)
-    pred = mcmc.predict(episodes)
-    assert_within_mcse(mcmc, pred, bayes_predictor(prior).predict(episodes), k=0.0, atol=1e-9)
-    z = mcmc.inference_data.posterior["z"]
+    pred, idata = mcmc.run(episodes)
+    assert_within_mcse(idata, pred, bayes_predictor(prior).predict(episodes), k=0.0, atol=1e-9)
+    z = idata.posterior["z"]
     assert z.dims == ("chain", "draw", EPISODE, POSITION) and set(np.unique(z.values)) <= {0, 1}
     assert not unconverged(pred).any()
 
@@ -171,7 +170,8 @@ def test_hmm_mixture_mcmc_sums_the_hidden_states_out_exactly():
     prior = priors.get("hmm_mixture")
     episodes = prior.sample(jax.random.key(6), 4, 6)
     mcmc = bayes_predictor(prior, engine="mcmc", num_warmup=10, num_samples=20, progress=False)
-    assert_within_mcse(mcmc, mcmc.predict(episodes), bayes_predictor(prior).predict(episodes), k=0.0, atol=1e-9)
+    pred, idata = mcmc.run(episodes)
+    assert_within_mcse(idata, pred, bayes_predictor(prior).predict(episodes), k=0.0, atol=1e-9)
 
 
 def test_zero_probability_context_leaves_nan():
@@ -179,12 +179,12 @@ def test_zero_probability_context_leaves_nan():
     prior = priors.get("coin_mixture", thetas=(0.0, 1.0))
     mcmc = bayes_predictor(prior, engine="mcmc", num_warmup=10, num_samples=10, progress=False, positions=(2, 3),
                            max_episodes=2)
-    pred = mcmc.predict(Episodes(y=np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]])))
+    pred, idata = mcmc.run(Episodes(y=np.array([[0, 1, 0], [0, 0, 0], [0, 0, 0]])))
     np.testing.assert_allclose(np.exp(pred["log_prob"].values[0, 1]), [1.0, 0.0], atol=1e-12)
     assert np.all(np.isnan(pred["log_prob"].values[0, 2]))
     np.testing.assert_allclose(np.exp(pred["log_prob"].values[1, 1:]), [[1.0, 0.0], [1.0, 0.0]], atol=1e-12)
     assert np.all(np.isnan(pred["log_prob"].values[2]))  # beyond max_episodes: not run
-    assert mcmc.inference_data.posterior.sizes[EPISODE] == 2
+    assert idata.posterior.sizes[EPISODE] == 2
 
 
 def test_compare_keeps_diagnostics_per_cell_and_metrics_carry_the_flag(beta_run):
@@ -240,8 +240,8 @@ def test_mcmc_matches_exact_within_4_mcse_on_64_episodes(name, params):
     prior = priors.get(name, **params)
     episodes = prior.sample(jax.random.key(11), 64, 16)
     mcmc = bayes_predictor(prior, engine="mcmc", key=jax.random.key(12), **LARGE)
-    pred = mcmc.predict(episodes)
-    ratio = assert_within_mcse(mcmc, pred, bayes_predictor(prior).predict(episodes))
+    pred, idata = mcmc.run(episodes)
+    ratio = assert_within_mcse(idata, pred, bayes_predictor(prior).predict(episodes))
     assert ratio.shape[:2] == (64, len(default_positions(16)))
 
 
@@ -260,19 +260,19 @@ def test_regression_mcmc_matches_the_conjugate_predictive():
     episodes = prior.sample(jax.random.key(13), 16, 6)
     grid = np.linspace(-12, 12, 481)
     mcmc = bayes_predictor(prior, engine="mcmc", key=jax.random.key(14), **BUDGET)
-    pred = mcmc.predict(episodes, y_grid=grid)
-    positions = ran_positions(mcmc)
+    pred, idata = mcmc.run(episodes, y_grid=grid)
+    positions = ran_positions(idata)
     x, y = episodes.x[..., 0], episodes.y
     for t in positions - 1:
         precision = 1.0 + (x[:, :t] ** 2).sum(1) / sigma**2
         mean_w = (x[:, :t] * y[:, :t]).sum(1) / sigma**2 / precision
         mean, sd = mean_w * x[:, t], np.sqrt(x[:, t] ** 2 / precision + sigma**2)
         got = pred.sel({POSITION: t + 1})
-        mcse = az.mcse(mcmc.inference_data, var_names=["predictive_mean"])["predictive_mean"].sel({POSITION: t + 1})
+        mcse = az.mcse(idata, var_names=["predictive_mean"])["predictive_mean"].sel({POSITION: t + 1})
         assert np.all(np.abs(got["mean"].values - mean) <= 4 * mcse.values + 1e-9)
         np.testing.assert_allclose(got["variance"].values, sd**2, rtol=0.15)
         # the density of the realised y_t: the mean over draws of p(y_t | w_s), within 4 of its MCSE
-        density = np.exp(mcmc.inference_data.log_likelihood["y"].sel({POSITION: t + 1}))
+        density = np.exp(idata.log_likelihood["y"].sel({POSITION: t + 1}))
         density_mcse = az.mcse(xr.Dataset({"density": density}))["density"].values
         want = stats.norm.pdf(y[:, t], mean, sd)
         assert np.all(np.abs(np.exp(got["log_score"].values) - want) <= 4 * density_mcse + 1e-12)
