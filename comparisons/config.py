@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, MetabayesError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "coin_mixture.toml"
 
-PredictorName = Literal[
-    "bayes", "bayes_mcmc", "oracle", "best_mixture", "frequency", "ridge", "least_squares", "knn", "averaging", "learner"
-]
-Architecture = Literal["transformer", "rnn", "pfn"]
+# Largest seed that jax.random.key (int64) and torch.Generator both accept.
+SEED_MAX = 2**63 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
 
 class Strict(BaseModel):
@@ -73,18 +72,33 @@ class YGridConfig(Strict):
         return high
 
 
+def _known_predictors(names):
+    from comparisons.predictors import available_predictors
+
+    if names is not None:
+        known = available_predictors()
+        for i, name in enumerate(names):
+            if name not in known:
+                raise ValueError(f"item {i}: unknown predictor {name!r}; known predictors: {', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"names a predictor twice: {names}")
+    return names
+
+
 class EvaluationConfig(Strict):
     num_episodes: int = Field(2000, gt=0)  # evaluation episodes per scenario
     length: int = Field(64, gt=0)  # positions per episode
-    seed: int = 1  # evaluation episodes come from this seed
-    predictors: list[PredictorName] = ["bayes", "oracle", "best_mixture", "frequency", "learner"]
-    report_positions: list[int] = [1, 8, 32, 64]  # positions tabulated in report.md
+    seed: Seed = 1  # evaluation episodes come from this seed
+    predictors: list[str] | None = None  # registered predictor names; None = the prior kind's defaults
+    report_positions: list[int] | None = None  # positions tabulated in report.md, within 1..length; None: 1, 8, 32, 64
+    # up to the length, and the length
     bootstrap_resamples: int = Field(1000, gt=0)  # for cross-entropy intervals
     predictor_options: dict[str, dict[str, Any]] = {}  # keyword arguments per baseline, e.g. knn = { k = 5 }
     y_grid: YGridConfig | None = None  # regression: None = from the prior's samples (0.1 % to 99.9 %, widened)
     num_y_grid: int = Field(201, ge=0)  # regression: points of the y-grid derived from the prior; 0 = no y-grid
 
     _num_y_grid = field_validator("num_y_grid")(_grid_size)
+    _predictors = field_validator("predictors")(_known_predictors)
 
 
 class CurriculumStage(Strict):
@@ -102,7 +116,7 @@ def _stages_increase(stages):
 
 
 class LearnerConfig(Strict):
-    architecture: Architecture | None = None  # None: "transformer" for a tokens prior, "pfn" for regression
+    architecture: str | None = None  # "transformer", "rnn" or "pfn"; None: the prior kind's default
     model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of learners.TrainConfig
     curriculum: list[CurriculumStage] = []  # easier priors for the first steps (Garg et al.); [] trains on [prior]
@@ -113,11 +127,11 @@ class LearnerConfig(Strict):
 class LearnerSpec(Strict):
     """One ``[learners.NAME]`` table: an architecture trained once per seed (predictors ``NAME-s<seed>``)."""
 
-    architecture: Architecture = "transformer"  # CausalTransformer, RecurrentLM, or the regression PFNTransformer
+    architecture: str = "transformer"  # "transformer", "rnn" (RecurrentLM), or the regression "pfn"
     model: dict[str, Any] = {}  # overrides of the architecture's config (TransformerConfig, RNNConfig, PFNConfig)
     training: dict[str, Any] = {}  # overrides of [learner.training], which every learner shares
     curriculum: list[CurriculumStage] | None = None  # None: [learner]'s curriculum; [] none
-    seeds: list[int] = [0]  # one learner per seed: initial weights and training batches
+    seeds: list[Seed] = [0]  # one learner per seed: initial weights and training batches
 
     _curriculum = field_validator("curriculum")(_stages_increase)
 
@@ -129,30 +143,13 @@ class LearnerSpec(Strict):
         return seeds
 
 
-class CompletionsConfig(Strict):
-    """Sampled continuations of every prompt scenario's prompts, per learner."""
-
-    num: int = Field(100, gt=0)  # completions per prompt per learner
-    max_new_tokens: int = Field(48, gt=0)  # most tokens generated (EOS included); the learner's context also caps it
-    temperature: float = Field(1.0, gt=0)  # 1 samples the learner's own distribution
-    seed: int = 2  # completions of learner i on scenario j use numpy seed (seed, j, crc32(name))
-
-
-class AnbnConfig(Strict):
-    """The aⁿbⁿ prompt sets and the rule / disagreement analysis (comparisons/anbn.py)."""
-
-    max_prompt_length: int = Field(8, gt=0)  # zero-probability strings and in-distribution prefixes up to this length
-    min_prior_prob: float = Field(1e-6, gt=0, lt=1)  # long aⁿ prompts down to this prior probability
-
-
 class RunConfig(Strict):
     prior: PriorConfig = PriorConfig()
     scenarios: dict[str, ScenarioConfig] = {"in_distribution": ScenarioConfig(kind="in_distribution")}
     evaluation: EvaluationConfig = EvaluationConfig()
     learner: LearnerConfig = LearnerConfig()
     learners: dict[str, LearnerSpec] = {}  # further learners, evaluated beside the predictors listed
-    completions: CompletionsConfig | None = None  # sample completions of the prompt scenarios
-    anbn: AnbnConfig | None = None  # add the aⁿbⁿ prompt sets and analysis
+    analysis: dict[str, dict[str, Any]] = {}  # [analysis.NAME] tables: analyses to run beyond the kind's default
     torch_threads: int | None = Field(None, gt=0)  # torch's intra-op threads for this run; None = torch's default
 
     @field_validator("scenarios")
@@ -208,6 +205,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), profi
     return validate(tree)
 
 
+def add_config_arguments(parser) -> None:
+    """The options every experiment command shares: --config, --profile, --set, --out, --no-progress."""
+    parser.add_argument("--config", help="TOML config (default: comparisons/configs/coin_mixture.toml)")
+    parser.add_argument("--profile", help="a [profiles.NAME] table of the config to apply (e.g. tiny, cpu, paper)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set evaluation.length=32 (repeatable)")
+    parser.add_argument("--out", help="output folder (default: results/<config name>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def config_from_args(args) -> tuple[RunConfig, str, Path]:
+    """The validated config, its name and the output folder of parsed `add_config_arguments` options."""
+    if args.config and Path(args.config).is_dir():
+        raise ConfigError(f"--config {args.config} is a folder; name a TOML file, e.g. {DEFAULT_CONFIG}")
+    cfg = load_config(args.config, args.overrides, args.profile)
+    name = Path(args.config).stem if args.config else DEFAULT_CONFIG.stem
+    out = Path(args.out) if args.out else Path("results") / name
+    return cfg, name, out
+
+
 def _merge(base: dict, extra: dict) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -216,23 +233,48 @@ def _merge(base: dict, extra: dict) -> None:
             base[key] = value
 
 
+# Top-level tables that became analyses: a config that still has one is told where it went.
+MOVED_TO_ANALYSIS = ("anbn", "completions")
+
+
 def validate(tree: dict) -> RunConfig:
-    """A `RunConfig` from a plain dict, or a `ConfigError` naming the first bad key."""
+    """A `RunConfig` from a plain dict, or a `ConfigError` naming the first bad key.
+
+    Each ``[analysis.NAME]`` table is checked against that analysis' settings too.
+    """
+    for name in MOVED_TO_ANALYSIS:
+        if name in tree:
+            raise ConfigError(f"config key {name}: the [{name}] table is now [analysis.{name}]; rename it")
     try:
-        return RunConfig.model_validate(tree)
+        cfg = RunConfig.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            msg = "is not a known key"
-            parent = _model_at(err["loc"][:-1])
-            if parent is not None:
-                msg += f"; allowed here: {', '.join(parent.model_fields)}"
-        else:
-            msg = err["msg"]
-            if "input" in err and not isinstance(err["input"], dict):
-                msg += f" (got {err['input']!r})"
-        raise ConfigError(f"config key {key}: {msg}") from None
+        raise ConfigError(_message(exc.errors()[0], RunConfig)) from None
+    from comparisons.analyses import get_analysis
+
+    for name, table in cfg.analysis.items():
+        try:
+            get_analysis(name).Settings.model_validate(table)
+        except MetabayesError as exc:
+            raise ConfigError(f"config key analysis.{name}: {exc}") from None
+        except ValidationError as exc:
+            raise ConfigError(_message(exc.errors()[0], get_analysis(name).Settings, ("analysis", name))) from None
+    return cfg
+
+
+def _message(err: dict, root: type[BaseModel], prefix: tuple = ()) -> str:
+    """``config key a.b: what is wrong`` for one pydantic error of the model ``root`` (at ``prefix``)."""
+    loc = tuple(prefix) + tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        msg = "is not a known key"
+        parent = _model_at(err["loc"][:-1], root)
+        if parent is not None:
+            msg += f"; allowed here: {', '.join(parent.model_fields)}"
+    else:
+        msg = err["msg"]
+        if "input" in err and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+    return f"config key {key}: {msg}"
 
 
 def _annotation_parts(annotation) -> list:
@@ -240,8 +282,8 @@ def _annotation_parts(annotation) -> list:
     return [annotation, *(part for arg in get_args(annotation) for part in _annotation_parts(arg))]
 
 
-def _model_at(loc) -> type[BaseModel] | None:
-    model: Any = RunConfig
+def _model_at(loc, root: type[BaseModel] = None) -> type[BaseModel] | None:
+    model: Any = RunConfig if root is None else root
     for part in loc:
         if model is RunConfig and part in ("scenarios", "learners"):
             model = part
@@ -262,4 +304,4 @@ def _model_at(loc) -> type[BaseModel] | None:
 
 
 __all__ = ["RunConfig", "PriorConfig", "ScenarioConfig", "EvaluationConfig", "YGridConfig", "LearnerConfig", "LearnerSpec",
-           "CurriculumStage", "CompletionsConfig", "AnbnConfig", "load_config", "validate", "parse_override", "DEFAULT_CONFIG"]
+           "CurriculumStage", "Strict", "Seed", "SEED_MAX", "load_config", "add_config_arguments", "config_from_args", "validate", "parse_override", "DEFAULT_CONFIG"]

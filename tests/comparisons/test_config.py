@@ -7,7 +7,8 @@ from conftest import PYTHON, REPO, RUN_PY, subprocess_env
 
 import priors
 from comparisons.config import DEFAULT_CONFIG, RunConfig, load_config, parse_override, validate
-from comparisons.run import build_prior, main
+from comparisons.plan import build_curriculum, build_prior
+from comparisons.run import main
 from toolkit.errors import ConfigError, MetabayesError
 
 # --------------------------------------------------------------------------- loading
@@ -83,7 +84,9 @@ VALIDATION_CASES = {
     ),
     "zero length": ({"evaluation": {"length": 0}}, r"evaluation.length: .*greater than 0 \(got 0\)"),
     "wrong type": ({"evaluation": {"num_episodes": "many"}}, r"evaluation.num_episodes: .*integer"),
-    "unknown predictor": ({"evaluation": {"predictors": ["bayes", "gpt"]}}, r"evaluation.predictors.1: .*'learner'"),
+    "unknown predictor": (
+        {"evaluation": {"predictors": ["bayes", "gpt"]}}, r"evaluation.predictors: .*item 1: unknown predictor 'gpt'.*learner"
+    ),
     "unknown scenario kind": ({"scenarios": {"s": {"kind": "random"}}}, r"scenarios.s.kind: .*'in_distribution'"),
     "empty grid": (
         {"scenarios": {"q": {"kind": "misspecified", "prior": "coin_mixture", "grid": {"thetas": []}}}},
@@ -193,15 +196,15 @@ def test_cli_error_is_one_line_naming_the_key_with_exit_code_2(cli_errors, name)
 
 
 def test_mcmc_settings_reach_the_engine_from_the_config():
-    from comparisons.run import PREDICTOR_BUILDERS
+    from comparisons.predictors import build_predictor
 
     cfg = load_config(None, ["evaluation.predictor_options.bayes_mcmc={num_chains=6, num_samples=50, seed=3}"])
     prior = build_prior(cfg)
-    mcmc = PREDICTOR_BUILDERS["bayes_mcmc"](prior, cfg=cfg, out=None, progress=False)
+    mcmc = build_predictor("bayes_mcmc", prior, cfg.evaluation.predictor_options, progress=False)
     assert mcmc.describe()["num_chains"] == 6 and mcmc.describe()["num_samples"] == 50
     bad = load_config(None, ["evaluation.predictor_options.bayes_mcmc={num_chain=2}"])
     with pytest.raises(MetabayesError, match="predictor_options.bayes_mcmc.*num_chain"):
-        PREDICTOR_BUILDERS["bayes_mcmc"](prior, cfg=bad, out=None, progress=False)
+        build_predictor("bayes_mcmc", prior, bad.evaluation.predictor_options, progress=False)
 
 
 def test_an_empty_scenario_table_is_a_config_error():
@@ -210,8 +213,6 @@ def test_an_empty_scenario_table_is_a_config_error():
 
 
 def test_curriculum_stages_are_priors_over_the_experiment_prior():
-    from comparisons.run import build_curriculum
-
     cfg = load_config(None, [
         "prior.params={thetas=[0.25, 0.75], weights=[0.5, 0.5]}",
         "learner.curriculum=[{until=3, params={thetas=[0.05, 0.95]}}, {until=6, prior='beta_bernoulli', params={a=2.0}}]",

@@ -100,7 +100,9 @@ def test_counting_config_runs_its_all_ones_prompt(tmp_path):
     ("override", "message"),
     [
         ('evaluation.predictors=["bayes", "frequency"]', "frequency"),
-        ('learner.architecture="transformer"', "regression learner"),
+        ('learner.architecture="transformer"',
+         "learner: prior 'linear_regression' is a regression prior, but TransformerConfig is a tokens architecture; "
+         'use one that learns regression data (learners.PFNConfig; in a config, [learner] architecture = "pfn")'),
         ("learner.curriculum=[{until=2, params={d=3}}]", "learner: curriculum stage 0: prior 'linear_regression'"),
         ("learner.curriculum=[{until=50}]", "at most train.steps = 20"),
     ],

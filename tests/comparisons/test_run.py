@@ -16,7 +16,8 @@ from conftest import EVAL_SEED, TINY_ARGS, TINY_OVERRIDES, TRAIN_SEED, run_cli
 
 import learners
 from comparisons.config import load_config
-from comparisons.run import build_prior, main
+from comparisons.plan import build_prior
+from comparisons.run import main
 from learners.checkpoint import checkpoint_paths, read_meta
 from toolkit import Episodes
 from toolkit.dims import OUTCOME, POSITION, PREDICTOR, SCENARIO
@@ -121,8 +122,9 @@ def test_report_holds_the_answer_and_cross_entropy_tables(tiny_run):
     for scenario in SCENARIOS:
         assert f"**{scenario}**" in answer
         assert f"### {scenario}" in report
-    # the configured report positions that the run's length reaches, each a column
-    positions = [t for t in TINY.evaluation.report_positions if t <= LENGTH]
+    # without configured report positions: 1, 8, 32, 64 up to the run's length, and the length, each a column
+    assert TINY.evaluation.report_positions is None
+    positions = sorted({t for t in (1, 8, 32, 64) if t <= LENGTH} | {LENGTH})
     assert positions, "the tiny profile should tabulate at least one position"
     header = "| predictor | " + " | ".join(f"CE t={t}" for t in positions) + " | CE mean | KL(bayes‖·) mean |"
     assert report.count(header) == len(SCENARIOS)

@@ -14,8 +14,15 @@ cross-entropy cannot tell them apart, inductive bias decides. This module
   in-distribution KL from Bayes (the bar every learner must clear), pairwise
   Jensen–Shannon divergences of next-token distributions per prompt set and
   per prompt, and rule adherence with Wilson intervals;
+- sorts each sampled completion (the ``completions`` analysis) by the rules
+  every aⁿbⁿ sequence obeys (`classify_anbn`): ``equal_count`` (as many a as
+  b in prompt plus completion when EOS comes) and ``no_a_after_b`` (the
+  completion writes no a once a b has been seen), both, neither, or
+  ``no_eos`` (the maximum length, or the learner's context, came first);
 - writes the report section (`report_section`, `answer`) and two figures
   (`adherence_figure`, `disagreement_figure`).
+
+All of it runs as the ``anbn`` analysis (`AnbnAnalysis`, ``[analysis.anbn]``).
 """
 
 from __future__ import annotations
@@ -27,11 +34,29 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from priors.anbn import A, B
+from pydantic import Field
+
+from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
+from comparisons.figures import plt, save_figure
+from priors.anbn import A, B, EOS
 from toolkit import metrics as tm
-from toolkit.completions import RULES, completion_strings
-from toolkit.dims import COMPLETION, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
-from toolkit.errors import ConfigError
+from toolkit.bayes import bayes_predictor
+from toolkit.completions import NOT_SAMPLED, completion_strings, prompts_of
+from toolkit.dims import (
+    COMPLETION,
+    EPISODE,
+    OUTCOME,
+    PAIR,
+    POSITION,
+    PREDICTOR,
+    PROMPT,
+    PROMPT_CLASS,
+    PROMPT_SCENARIO,
+    RULE,
+    SCENARIO,
+)
+from toolkit.episodes import Episodes
+from toolkit.errors import ConfigError, DataError
 from toolkit.scenario import Scenario
 from toolkit.summaries import evaluation_mask
 
@@ -40,8 +65,7 @@ PREFIXES = "in_distribution_prefixes"
 LOW = "low_probability"
 CONFLICT = "rules_conflict"  # zero-probability prompts with more b than a: no completion obeys both rules
 KL_BAR = 0.01  # nats per token: the in-distribution bar every learner must clear
-PAIR = "pair"
-PROMPT_CLASS = "prompt_class"
+RULES = ("both", "equal_count", "no_a_after_b", "neither", "no_eos")
 EXAMPLE_PROMPTS = ("ba", "abab", "aabab", "abb", "bba", "aab", "aaaaaaaaaa")
 
 
@@ -110,6 +134,114 @@ def prompt_log_prob(prior, bayes, prompts: Sequence[str]) -> np.ndarray:
     lengths = episodes.mask.sum(axis=1)
     prior_log_prob = bayes.predict(episodes)["prior_log_prob"].values  # (episode, position)
     return prior_log_prob[np.arange(len(prompts)), lengths - 1]
+
+
+# --------------------------------------------------------------------------- rules of completions
+
+
+def classify_anbn(
+    prompts: Sequence[Sequence[int]] | Episodes,
+    completions: np.ndarray,
+    *,
+    a: int = 0,
+    b: int = 1,
+    eos: int = 2,
+) -> np.ndarray:
+    """Which aⁿbⁿ rule each completion follows: an index into `RULES`.
+
+    ``equal_count``: at EOS, prompt plus completion hold as many a as b.
+    ``no_a_after_b``: the completion writes no a after a b (in the prompt or
+    earlier in the completion). ``both`` and ``neither`` as they say;
+    ``no_eos``: the completion ended without EOS (maximum length or context).
+
+    Parameters
+    ----------
+    prompts : sequence of int sequences, or Episodes
+        One prompt per row of ``completions``.
+    completions : np.ndarray of int, shape (prompt, completion, completion_step)
+        Generated tokens, `NOT_SAMPLED` (−1) after the end.
+    a, b, eos : int
+        The tokens of a, b and the end.
+
+    Returns
+    -------
+    np.ndarray of int8, shape (prompt, completion)
+
+    Examples
+    --------
+    >>> RULES[classify_anbn([[0, 0, 1, 0, 1]], np.array([[[1, 2]]]))[0, 0]]   # aabab + b EOS: 3 a, 3 b
+    'both'
+    >>> RULES[classify_anbn([[0, 0, 1, 0, 1]], np.array([[[1, 1, 1, 2]]]))[0, 0]]   # aabab + bbb EOS
+    'no_a_after_b'
+    """
+    if isinstance(prompts, Episodes):
+        prompts = prompts_of(prompts)
+    completions = np.asarray(completions)
+    if completions.ndim != 3 or completions.shape[0] != len(prompts):
+        raise DataError(
+            f"completions must have shape (prompt, completion, completion_step) with {len(prompts)} prompts, "
+            f"got {completions.shape}"
+        )
+    prompt_a = np.array([np.sum(np.asarray(p) == a) for p in prompts])[:, None]  # (P, 1)
+    prompt_b = np.array([np.sum(np.asarray(p) == b) for p in prompts])[:, None]
+    ended = np.cumsum(completions == eos, axis=-1) > 0  # at or after the first EOS
+    before_eos = (np.cumsum(completions == eos, axis=-1) - (completions == eos)) == 0
+    has_eos = ended[..., -1]
+    gen_a = (completions == a) & before_eos  # (P, C, S)
+    gen_b = (completions == b) & before_eos
+    equal = prompt_a + gen_a.sum(-1) == prompt_b + gen_b.sum(-1)
+    b_before = (prompt_b[..., None] > 0) | ((np.cumsum(gen_b, axis=-1) - gen_b) > 0)  # a b precedes step s
+    monotone = ~np.any(gen_a & b_before, axis=-1)
+    code = np.select(
+        [~has_eos, equal & monotone, equal, monotone],
+        [RULES.index("no_eos"), RULES.index("both"), RULES.index("equal_count"), RULES.index("no_a_after_b")],
+        default=RULES.index("neither"),
+    )
+    return code.astype(np.int8)
+
+
+def rule_counts(rule: np.ndarray, axis) -> np.ndarray:
+    """How many completions fall in each rule, ignoring `NOT_SAMPLED` cells.
+
+    Parameters
+    ----------
+    rule : np.ndarray of int, any shape
+        Indices into `RULES`, −1 where nothing was sampled.
+    axis : int or tuple of int
+        Axes counted over.
+
+    Returns
+    -------
+    np.ndarray of int, shape ``rule`` without ``axis``, plus a last axis of len(RULES)
+    """
+    rule = np.asarray(rule)
+    return np.stack([np.sum(rule == k, axis=axis) for k in range(len(RULES))], axis=-1)
+
+
+
+def add_rules(ds: xr.Dataset, prompts: Mapping[str, Sequence[Sequence[int]]], *, a: int = A, b: int = B,
+              eos: int = EOS) -> xr.Dataset:
+    """``ds`` plus ``completion_rule`` (predictor, prompt_scenario, prompt, completion): each completion's rule.
+
+    ``prompts`` maps each sampled prompt scenario to its prompts, in episode order. The rule is an
+    index into the ``rule`` coordinate (`RULES`), `NOT_SAMPLED` (−1) where nothing was sampled.
+    """
+    tokens, length = ds["completion_tokens"].values, ds["completion_length"].values
+    rule = np.full(length.shape, NOT_SAMPLED, np.int8)
+    for s, scenario in enumerate(ds[PROMPT_SCENARIO].values):
+        items = prompts[str(scenario)]
+        for p in range(tokens.shape[0]):
+            codes = classify_anbn(items, tokens[p, s, : len(items)], a=a, b=b, eos=eos)
+            rule[p, s, : len(items)] = np.where(length[p, s, : len(items)] >= 0, codes, NOT_SAMPLED)
+    out = ds.assign_coords({RULE: list(RULES)})
+    out["completion_rule"] = ((PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION), rule)
+    out["completion_rule"].attrs = {
+        "long_name": "aⁿbⁿ rule the completion follows: an index into the rule coordinate",
+        "flag_values": list(range(len(RULES))),
+        "flag_meanings": " ".join(RULES),
+        "fill": NOT_SAMPLED,
+    }
+    return out
 
 
 # --------------------------------------------------------------------------- analysis
@@ -398,7 +530,7 @@ def answer(analysis: xr.Dataset) -> list[str]:
         parts = [f"{a} favours {favoured_rule(rates, a, focus)}" for a in rates["architecture"].values]
         eq = rates["equal_count_rate"].sel({PROMPT_CLASS: ZERO}) if ZERO in classes else None
         lines.append(
-            f"**Rules** on zero-probability prompts where they conflict (more b than a): " + "; ".join(parts) + "."
+            "**Rules** on zero-probability prompts where they conflict (more b than a): " + "; ".join(parts) + "."
             + ("" if eq is None else " Over all zero-probability prompts, completions with as many a as b: "
                + ", ".join(f"{a} {100 * float(eq.sel(architecture=a)):.0f} %" for a in rates["architecture"].values) + ".")
         )
@@ -557,7 +689,6 @@ def _example_completions(ds: xr.Dataset, learners: list[str], *, top: int = 2) -
 
 def adherence_figure(analysis: xr.Dataset, path: Path) -> Path:
     """Share of completions per rule, per learner (bars) and per architecture (Wilson 95 % intervals)."""
-    from comparisons.figures import _save, plt
 
     rates = by_architecture(analysis)
     classes = [c for c in (ZERO, CONFLICT, LOW, PREFIXES) if c in analysis[PROMPT_CLASS].values]
@@ -591,12 +722,11 @@ def adherence_figure(analysis: xr.Dataset, path: Path) -> Path:
     axes[1, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Which rule do the completions follow? (top: per learner; bottom: per architecture, seeds pooled)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def disagreement_figure(analysis: xr.Dataset, path: Path) -> Path:
     """Mean pairwise JS at each prompt's next token against the prompt's log prior probability."""
-    from comparisons.figures import _save, plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4))
     lp = analysis["prompt_log_prob"] / np.log(10)
@@ -629,10 +759,73 @@ def disagreement_figure(analysis: xr.Dataset, path: Path) -> Path:
     ax.set_ylim(0, np.log(2) * 1.1)
     ax.set_title("Disagreement of the learners' next-token distributions after a prompt", fontsize=10)
     ax.legend(fontsize=6.5, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- the analysis
+
+
+@register_analysis("anbn")
+class AnbnAnalysis(Analysis):
+    """The aⁿbⁿ prompt sets, the learners' disagreement on them and the rules their completions follow."""
+
+    after = ("completions",)  # classifies the completions that analysis samples
+
+    class Settings(AnalysisSettings):
+        max_prompt_length: int = Field(8, gt=0)  # zero-probability strings and in-distribution prefixes up to this length
+        min_prior_prob: float = Field(1e-6, gt=0, lt=1)  # long aⁿ prompts down to this prior probability
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        self.result: xr.Dataset | None = None  # `analyse`'s Dataset, once the metrics hook ran
+
+    def check(self, plan):
+        if plan.prior.eos is None or plan.prior.num_outcomes != 3:
+            raise ConfigError(f"the aⁿbⁿ analysis needs the anbn prior (a, b and an end token), not {plan.prior.name!r}")
+        if len(plan.learners) < 2:
+            raise ConfigError("the aⁿbⁿ analysis compares learners: it needs at least two ([learners.NAME] tables "
+                              "with seeds)")
+
+    def scenarios(self, plan):
+        return prompt_scenarios(plan.prior, bayes_predictor(plan.prior), max_prompt_length=self.settings.max_prompt_length,
+                                min_prior_prob=self.settings.min_prior_prob)
+
+    def comparison(self, ds, run):
+        if not run.plan.has_analysis("completions"):
+            return ds
+        return add_rules(ds, {s.name: s.prompts for s in run.plan.scenarios if s.kind == "prompts"})
+
+    def metrics(self, ds, metrics, run):
+        self.result = analyse(ds, groups=run.plan.groups)
+        # learners only in the analysis: align to the metrics' predictors and scenarios, keeping their order
+        aligned = self.result.reindex({PREDICTOR: metrics[PREDICTOR], SCENARIO: metrics[SCENARIO]})
+        aligned = aligned.assign_coords(architecture=metrics["architecture"])
+        merged = xr.merge([metrics, aligned], join="left", compat="override", combine_attrs="drop")
+        merged.attrs = {**metrics.attrs, **self.result.attrs}
+        return merged
+
+    def figures(self, ds, metrics, run, folder):
+        figures = {}
+        if "rule_count" in self.result:  # completions were sampled
+            figures["rule adherence per architecture"] = "figures/adherence.png"
+            adherence_figure(self.result, folder / "adherence.png")
+        figures["disagreement against prior probability"] = "figures/disagreement.png"
+        disagreement_figure(self.result, folder / "disagreement.png")
+        return figures
+
+    def report_section(self, ds, metrics, run):
+        return report_section(ds, self.result)
+
+    def answer(self, ds, metrics, run):
+        return answer(self.result)
 
 
 __all__ = [
+    "AnbnAnalysis",
+    "RULES",
+    "classify_anbn",
+    "rule_counts",
+    "add_rules",
     "prompt_scenarios",
     "prompt_log_prob",
     "analyse",

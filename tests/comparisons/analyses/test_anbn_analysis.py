@@ -1,4 +1,5 @@
-"""The aⁿbⁿ comparison: prompt sets, pairwise Jensen–Shannon, rule rates, bad input and a tiny end-to-end run."""
+"""The aⁿbⁿ analysis: prompt sets, the rule classifier, pairwise Jensen–Shannon, rule rates, bad input and a tiny
+end-to-end run."""
 
 import json
 
@@ -9,16 +10,111 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 import priors
-from comparisons.anbn import CONFLICT, LOW, PREFIXES, ZERO, analyse, pairwise_js, prompt_log_prob, prompt_scenarios
+from comparisons.analyses.anbn import (
+    CONFLICT,
+    LOW,
+    PREFIXES,
+    RULES,
+    ZERO,
+    add_rules,
+    analyse,
+    classify_anbn,
+    pairwise_js,
+    prompt_log_prob,
+    prompt_scenarios,
+    rule_counts,
+)
 from comparisons.run import main
 from toolkit.bayes import bayes_predictor
-from toolkit.completions import RULES
+from toolkit.completions import NOT_SAMPLED, add_completions
+from toolkit.errors import DataError
 from toolkit.dims import COMPLETION, COMPLETION_STEP, EPISODE, OUTCOME, POSITION, PREDICTOR, PROMPT, PROMPT_SCENARIO, SCENARIO
 from toolkit.io import read_netcdf
 
 CONFIG = "comparisons/configs/anbn.toml"
 TINY = ("--config", CONFIG, "--profile", "tiny", "--no-progress")
 TINY_LEARNERS = ["transformer_learned-s0", "transformer_learned-s1", "transformer_rotary-s0", "lstm-s0"]
+
+
+def tokens(text: str) -> list[int]:
+    """``"ab$"`` -> [0, 1, 2]."""
+    return ["ab$".index(c) for c in text]
+
+
+# --------------------------------------------------------------------------- the classifier
+
+CASES = [  # prompt, completion ($ = EOS), rule
+    ("aabab", "b$", "both"),  # 3 a, 3 b, no a written
+    ("aabab", "$", "no_a_after_b"),  # 3 a, 2 b
+    ("aabab", "bbb$", "no_a_after_b"),
+    ("aabab", "bab$", "equal_count"),  # 4 a, 4 b, an a after a b
+    ("aabab", "ab$", "neither"),
+    ("ba", "$", "both"),
+    ("ba", "ab$", "equal_count"),
+    ("abb", "a$", "equal_count"),  # the only way to balance writes an a after a b
+    ("abb", "$", "no_a_after_b"),
+    ("abb", "bbbb", "no_eos"),  # the length limit came first
+    ("aab", "b$", "both"),  # the in-distribution completion obeys both
+    ("aab", "abb$", "equal_count"),
+    ("aa", "ba$", "neither"),  # 3 a, 1 b, and an a after the generated b
+    ("aa", "ab$", "no_a_after_b"),  # the a comes before the first b
+    ("aa", "abbb$", "both"),  # the a comes first, then the counts balance
+    ("aa", "babb$", "equal_count"),
+    ("aa", "aabb$", "no_a_after_b"),  # a's before the first b are fine
+    ("a", "", "no_eos"),  # nothing generated (the context was full)
+    ("ab", "$ab", "both"),  # tokens after EOS do not count
+]
+
+
+@pytest.mark.parametrize("prompt, completion, rule", CASES)
+def test_classifier_on_hand_written_completions(prompt, completion, rule):
+    row = np.full((1, 1, 6), NOT_SAMPLED)
+    row[0, 0, : len(completion)] = tokens(completion)
+    assert RULES[classify_anbn([tokens(prompt)], row)[0, 0]] == rule
+
+
+def test_classifier_is_vectorised_over_prompts_and_completions():
+    prompts = sorted({p for p, _, _ in CASES})
+    by_prompt = {p: [(c, r) for q, c, r in CASES if q == p] for p in prompts}
+    width = max(len(v) for v in by_prompt.values())
+    completions = np.full((len(prompts), width, 6), NOT_SAMPLED)
+    expected = np.full((len(prompts), width), -1)
+    for i, p in enumerate(prompts):
+        for j, (c, r) in enumerate(by_prompt[p]):
+            completions[i, j, : len(c)] = tokens(c)
+            expected[i, j] = RULES.index(r)
+    got = classify_anbn([tokens(p) for p in prompts], completions)
+    np.testing.assert_array_equal(got[expected >= 0], expected[expected >= 0])
+    counts = rule_counts(np.where(expected >= 0, got, -1), axis=(0, 1))
+    np.testing.assert_array_equal(counts, [sum(r == k for _, _, r in CASES) for k in RULES])
+
+
+def test_classifier_rejects_misshapen_completions():
+    with pytest.raises(DataError, match="shape"):
+        classify_anbn([[0], [1]], np.zeros((1, 1, 3), int))
+
+
+
+def test_add_rules_classifies_each_sampled_completion_beside_its_prompt():
+    y = np.zeros((2, 3, 4))
+    mask = np.zeros((2, 3, 4), bool)
+    mask[0] = True
+    for e, text in enumerate(["a", "aa"]):  # two prompts; the prompt scenario's third episode is padding
+        mask[1, e, : len(text)] = True
+    ds = xr.Dataset(
+        {"y": ((SCENARIO, EPISODE, POSITION), y), "mask": ((SCENARIO, EPISODE, POSITION), mask)},
+        coords={PREDICTOR: ["bayes", "h"], SCENARIO: ["in_distribution", "prompts"], EPISODE: [0, 1, 2],
+                POSITION: [1, 2, 3, 4], OUTCOME: ["a", "b", "<eos>"]},
+    )
+    completions = np.full((2, 2, 6), NOT_SAMPLED, np.int8)  # 2 prompts x 2 completions
+    completions[0, 0, :2], completions[0, 1, :1] = [1, 2], [2]
+    completions[1, 0, :3], completions[1, 1, :3] = [1, 1, 2], [0, 0, 0]
+    out = add_rules(add_completions(ds, {("h", "prompts"): completions}), {"prompts": [tokens("a"), tokens("aa")]})
+    assert out["completion_rule"].dims == (PREDICTOR, PROMPT_SCENARIO, PROMPT, COMPLETION)
+    assert [str(r) for r in out["rule"].values] == list(RULES)
+    assert np.all(out["completion_rule"].sel({PREDICTOR: "bayes"}) == NOT_SAMPLED)  # nothing sampled there
+    assert [RULES[k] for k in out["completion_rule"].sel({PREDICTOR: "h"}).values[0].ravel()] == [
+        "both", "no_a_after_b", "both", "no_eos"]
 
 
 @pytest.fixture(scope="module")
