@@ -7,6 +7,7 @@ naming the key and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -245,6 +246,7 @@ def validate(tree: dict) -> RunConfig:
     for name in MOVED_TO_ANALYSIS:
         if name in tree:
             raise ConfigError(f"config key {name}: the [{name}] table is now [analysis.{name}]; rename it")
+    check_finite(tree)
     try:
         cfg = RunConfig.model_validate(tree)
     except ValidationError as exc:
@@ -259,6 +261,22 @@ def validate(tree: dict) -> RunConfig:
         except ValidationError as exc:
             raise ConfigError(_message(exc.errors()[0], get_analysis(name).Settings, ("analysis", name))) from None
     return cfg
+
+
+def check_finite(value, key: str = "") -> None:
+    """ConfigError naming the first NaN or infinite number anywhere in a config tree (tables, lists, values).
+
+    No setting means anything as NaN or infinity, and NaN passes every bound check silently
+    (``nan < 0`` is false): a NaN weight decay once trained an all-NaN learner.
+    """
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_finite(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_finite(v, f"{key}.{i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key}: {value} is not a finite number; give a finite value")
 
 
 def _message(err: dict, root: type[BaseModel], prefix: tuple = ()) -> str:

@@ -36,6 +36,7 @@ import priors  # noqa: F401 - the built-in priors register on import, also where
 from comparisons.analyses import Analysis, build_analyses
 from comparisons.config import RunConfig
 from comparisons.predictors import LEARNER, build_predictor, predictor_entry
+from learners.train import pick_device, resumable_meta
 from toolkit.completions import check_prompt_lengths
 from toolkit.dims import QUANTILES
 from toolkit.errors import ConfigError, MetabayesError
@@ -195,8 +196,11 @@ def _learner_plan(cfg: RunConfig, prior: Prior, *, name, group, architecture, mo
         model_cfg = config_cls.from_dict(model).resolve(prior, train_cfg)
         curriculum = build_curriculum(cfg, stages, where)
         learners.check_curriculum(prior, curriculum, train_cfg)
+        pick_device(train_cfg.device)  # train.device = "cuda" on a machine without one
     except MetabayesError as exc:
         raise in_context(exc, where) from None
+    # a damaged checkpoint, or one of another configuration, fails now rather than after the other learners trained
+    resumable_meta(directory, learners.run_signature(prior, model_cfg, train_cfg, curriculum))
     return LearnerPlan(name, group, architecture, model_cfg, train_cfg, curriculum, directory, where, label)
 
 

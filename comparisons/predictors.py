@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import jax
 
-from toolkit.errors import ConfigError, MetabayesError, UnknownNameError
+from toolkit.errors import ConfigError, MetabayesError, ModelError, UnknownNameError
 from toolkit.predictive import Predictor
 from toolkit.prior import Prior
 
@@ -76,19 +76,41 @@ def build_predictor(name: str, prior: Prior, all_options: dict[str, dict], *, pr
     options = dict(all_options.get(name, {}))
     try:
         return entry.build(prior, options, progress=progress, all_options=all_options)
-    except TypeError as exc:  # an option the constructor does not take, or one of the wrong type
-        raise ConfigError(f"evaluation.predictor_options.{name}: {exc}") from None
+    except ModelError as exc:  # the prior's model, not the predictor's options, is at fault
+        exc.args = (f"prior: {exc}",) + exc.args[1:]
+        raise
     except MetabayesError as exc:
         exc.args = (f"evaluation.predictor_options.{name}: {exc}",) + exc.args[1:]
         raise
+    except (TypeError, ValueError) as exc:  # an option the constructor does not take, or one it refuses
+        raise ConfigError(f"evaluation.predictor_options.{name}: {exc}") from None
 
 
 def _mcmc_settings(options: dict) -> tuple[dict, Any]:
-    """The MCMC settings of ``[evaluation.predictor_options.bayes_mcmc]`` and the chains' key (``seed``, default 0)."""
+    """The MCMC settings of ``[evaluation.predictor_options.bayes_mcmc]`` and the chains' key (``seed``, default 0).
+
+    Unknown settings and settings of the wrong type are told apart, each naming the setting.
+    """
+    import pydantic
+
+    from toolkit.mcmc import MCMCConfig
+
     options = dict(options)
     seed = options.pop("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed must be an integer in 0..2^63 - 1, got {seed!r}")
+    known = list(MCMCConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown MCMC setting(s) {', '.join(unknown)}; known: {', '.join(known + ['seed'])}")
+    try:
+        pydantic.TypeAdapter(MCMCConfig).validate_python(options)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        original = err.get("ctx", {}).get("error")
+        if isinstance(original, MetabayesError):  # a range check of MCMCConfig: already names the setting
+            raise ConfigError(str(original)) from None
+        raise ConfigError(f"{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err.get('input')!r})") from None
     return options, jax.random.key(seed)
 
 

@@ -126,14 +126,16 @@ def write_report(
     run_info: dict,
     sections: list[str] = (),
     answer_lines: list[str] = (),
+    stamp: dict | None = None,
 ) -> str:
     """The Markdown text of report.md.
 
     ``answer_lines`` (the analyses' answers) open it; ``sections`` (Markdown, the analyses') go
-    before the figures.
+    before the figures; ``stamp`` (run id and config hash) is recorded in a comment on the first line.
     """
     prior = json.loads(ds.attrs["prior"]) if isinstance(ds.attrs.get("prior"), str) else ds.attrs.get("prior", {})
-    out = [f"# metabayes report: {prior.get('name', 'prior')}", ""]
+    out = [f"<!-- metabayes run {stamp['run_id']}, config {stamp['config_hash']} -->"] if stamp else []
+    out += [f"# metabayes report: {prior.get('name', 'prior')}", ""]
     out += [
         "Does a sequence model meta-trained on the prior predict like exact Bayes, in-distribution and on data "
         "the prior cannot produce? Each predictor sees the same evaluation episodes; position t predicts y_t "

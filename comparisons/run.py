@@ -32,6 +32,7 @@ from comparisons.config import RunConfig, add_config_arguments, config_from_args
 from comparisons.plan import RunState, build_plan  # noqa: E402
 from toolkit.dims import PREDICTOR  # noqa: E402
 from toolkit.errors import ConfigError, MetabayesError  # noqa: E402
+from toolkit.results import ResultWriter, config_hash, new_run_id  # noqa: E402
 
 
 def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = "") -> dict:
@@ -42,6 +43,7 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
     start = time.perf_counter()
     plan = build_plan(cfg, out, config_name=config_name, progress=progress)
     make_folder(out)
+    results = ResultWriter(out, run_id=new_run_id(), config_hash=config_hash(cfg.model_dump(mode="json"))).begin()
     with torch_threads(cfg.torch_threads):
         state = RunState(plan, dict(plan.predictors))
         with timed(state, "train"):
@@ -53,11 +55,11 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
                 ds = analysis.comparison(ds, state)
             ev = cfg.evaluation
             metrics = metrics_dataset(ds, kind=plan.kind, bootstrap_resamples=ev.bootstrap_resamples, seed=ev.seed)
-            metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")})
             for analysis in plan.analyses:
                 metrics = analysis.metrics(ds, metrics, state)
-        report, answer = write_figures_and_report(ds, metrics, state, start)
-        written = write_results(out, ds, metrics, state.inference_data, report)
+            metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")}, **results.stamp)
+        report, answer = write_figures_and_report(ds, metrics, state, start, results)
+        written = write_results(results, ds, metrics, state.inference_data, report)
     return {"dataset": ds, "metrics": metrics, "report": report, "written": written,
             "wall_time_s": time.perf_counter() - start, "answer": answer}
 
@@ -115,12 +117,13 @@ def comparison(state: RunState) -> xr.Dataset:
     return ds
 
 
-def write_figures_and_report(ds: xr.Dataset, metrics: xr.Dataset, state: RunState, start: float) -> tuple[str, list[str]]:
-    """Draw every figure (the cross-entropy, then each analysis'), and the report's text and answer lines."""
+def write_figures_and_report(ds: xr.Dataset, metrics: xr.Dataset, state: RunState, start: float,
+                             results: ResultWriter) -> tuple[str, list[str]]:
+    """Draw every figure (the cross-entropy, then each analysis') into the staged results; the report and answer."""
     from comparisons.figures import cross_entropy_figure
     from comparisons.report import write_report
 
-    plan, folder = state.plan, state.plan.out / "figures"
+    plan, folder = state.plan, results.path("figures")
     figures = {"cross-entropy": "figures/cross_entropy.png"}
     cross_entropy_figure(ds, metrics, folder / "cross_entropy.png")
     sections, answer = [], []
@@ -130,7 +133,7 @@ def write_figures_and_report(ds: xr.Dataset, metrics: xr.Dataset, state: RunStat
         answer += analysis.answer(ds, metrics, state)
     info = setup_lines(state, time.perf_counter() - start)
     report = write_report(ds, metrics, positions=plan.report_positions, figures=figures,
-                          run_info=info, sections=[s for s in sections if s], answer_lines=answer)
+                          run_info=info, sections=[s for s in sections if s], answer_lines=answer, stamp=results.stamp)
     return report, answer or ["No learner in this comparison."]
 
 
@@ -161,15 +164,25 @@ def setup_lines(state: RunState, total_s: float) -> dict[str, str]:
     return info
 
 
-def write_results(out: Path, ds: xr.Dataset, metrics: xr.Dataset, inference_data: dict, report: str) -> dict[str, Path]:
-    """``comparison.nc``, ``metrics.nc``, ``mcmc/<scenario>.nc`` and ``report.md``, each written atomically."""
+def write_results(results: ResultWriter, ds: xr.Dataset, metrics: xr.Dataset, inference_data: dict,
+                  report: str) -> dict[str, Path]:
+    """``comparison.nc``, ``metrics.nc``, ``mcmc/<scenario>.nc`` and ``report.md`` staged, then made current as one.
+
+    Each carries the run id and config hash (`toolkit.results`); a kill before the commit leaves the
+    previous results current.
+    """
     from toolkit.io import write_inference_data, write_netcdf, write_text
 
-    written = {"comparison": write_netcdf(ds, out / "comparison.nc"), "metrics": write_netcdf(metrics, out / "metrics.nc")}
+    ds.attrs.update(results.stamp)
+    staged = {"comparison": write_netcdf(ds, results.path("comparison.nc")),
+              "metrics": write_netcdf(metrics, results.path("metrics.nc"))}
     for scenario, idata in inference_data.items():
-        written[f"mcmc/{scenario}"] = write_inference_data(idata, out / "mcmc" / f"{scenario}.nc")
-    written["report"] = write_text(report, out / "report.md")
-    return written
+        for group in idata.groups():
+            idata[group].attrs.update(results.stamp)
+        staged[f"mcmc/{scenario}"] = write_inference_data(idata, results.path(f"mcmc/{scenario}.nc"))
+    staged["report"] = write_text(report, results.path("report.md"))
+    results.commit()
+    return {name: results.directory / path.relative_to(results.folder) for name, path in staged.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

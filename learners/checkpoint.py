@@ -20,10 +20,11 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, ValidationError
 from safetensors.torch import load_file, save_file
 
 from toolkit.errors import CheckpointError
@@ -115,10 +116,55 @@ def read_meta(out_dir: str | os.PathLike, step: int | None = None) -> dict[str, 
         ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a metabayes learner checkpoint (expected format {FORMAT!r})")
-    for key in ("model", "train", "prior", "step", "weights_sha256"):
-        if key not in meta:
-            raise CheckpointError(f"checkpoint file {path} lacks the key {key!r}; it is corrupt or from another tool")
+    check_meta(meta, path)
+    meta.setdefault("architecture", "CausalTransformer")  # checkpoints written before the registry held transformers
     return meta
+
+
+_FILE_NAME = re.compile(r"^step-\d+\.(optim\.)?safetensors$")
+
+
+def _file_name(name: str) -> str:
+    """A checkpoint's tensor file: a plain name of this folder (``step-000500.safetensors``), no path."""
+    if not _FILE_NAME.match(name):
+        raise ValueError(f"{name!r} is not a checkpoint file of this folder (step-NNNNNN[.optim].safetensors)")
+    return name
+
+
+class _Files(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: Annotated[str, AfterValidator(_file_name)]
+    optimizer: Annotated[str, AfterValidator(_file_name)] | None = None
+
+
+class _Meta(BaseModel):
+    """What a checkpoint's JSON must hold (other keys are kept as written: provenance)."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    architecture: str = "CausalTransformer"  # checkpoints written before the registry existed hold transformers
+    model: dict[str, Any]
+    train: dict[str, Any]
+    prior: dict[str, Any]
+    step: StrictInt = Field(ge=0)
+    weights_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    files: _Files
+    loss_log: list[tuple[StrictInt, float]] = []
+    wall_time_s: float = Field(0.0, ge=0)
+    outcomes: list[str] = []
+
+
+def check_meta(meta: dict[str, Any], path: Path) -> None:
+    """CheckpointError naming the file, the key and the fix unless ``meta`` is a well-formed checkpoint JSON."""
+    try:
+        _Meta.model_validate(meta)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise CheckpointError(
+            f"checkpoint file {path}: {key}: {err['msg']}; the JSON is damaged or was edited: delete it (and its "
+            f".safetensors) to fall back to an earlier checkpoint, or delete {path.parent} to retrain"
+        ) from None
 
 
 def load_weights(out_dir: str | os.PathLike, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -208,4 +254,5 @@ __all__ = [
     "load_weights",
     "load_optimizer",
     "jsonable",
+    "check_meta",
 ]

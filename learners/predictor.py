@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 from toolkit.episodes import Episodes
-from toolkit.errors import CheckpointError, DataError
+from toolkit.errors import CheckpointError, DataError, MetabayesError
 from toolkit.kinds import get_kind
 from toolkit.predictive import Predictor
 
@@ -187,16 +187,26 @@ def load(
     meta = read_meta(out_dir, step)
     if meta is None:
         raise CheckpointError(f"no learner checkpoint in {out_dir}; train one first (learners.train)")
-    # checkpoints written before the registry existed hold transformers
-    config_cls, module_cls = architecture(meta.get("architecture", "CausalTransformer"))
-    config = config_cls.from_dict(meta["model"])
-    model = module_cls(config)
+    path = checkpoint_paths(out_dir, meta["step"])["json"]
+    fix = f"the JSON or the weights were edited or come from another version: delete {out_dir} to retrain"
     try:
-        model.load_state_dict(load_weights(out_dir, meta))
-    except RuntimeError as exc:  # names or shapes that do not fit the recorded architecture
-        raise CheckpointError(f"weights in {out_dir} do not fit the architecture in its JSON: {exc}") from None
-    checkpoint = checkpoint_paths(out_dir, meta["step"])["json"]
-    return LearnerPredictor(model, meta, name=name, device=device, checkpoint=checkpoint)
+        config_cls, module_cls = architecture(meta["architecture"])
+        config = config_cls.from_dict(meta["model"])
+        model = module_cls(config)
+    except MetabayesError as exc:
+        raise CheckpointError(f"checkpoint file {path}: its architecture does not build ({exc}); {fix}") from None
+    weights = load_weights(out_dir, meta)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != found:
+        differ = sorted(k for k in set(expected) | set(found) if expected.get(k) != found.get(k))
+        k = differ[0]
+        raise CheckpointError(
+            f"weights in {out_dir} do not fit the {meta['architecture']} in {path.name}: {len(differ)} tensor(s) "
+            f"differ, e.g. {k!r}: weights {found.get(k, 'absent')}, architecture {expected.get(k, 'absent')}; {fix}"
+        )
+    model.load_state_dict(weights)
+    return LearnerPredictor(model, meta, name=name, device=device, checkpoint=path)
 
 
 __all__ = ["LearnerPredictor", "load"]

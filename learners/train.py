@@ -33,12 +33,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from toolkit.errors import CheckpointError, ConfigError
+from toolkit.errors import CheckpointError, ConfigError, TrainingError
 from toolkit.prior import Prior
 
 from . import distributed
 from .checkpoint import (
     checkpoint_paths,
+    checkpoint_steps,
     jsonable,
     load_optimizer,
     load_weights,
@@ -52,6 +53,11 @@ from .predictor import LearnerPredictor
 
 Device = Literal["auto", "cpu", "cuda"]
 
+
+# Largest seed both jax.random.key (int64) and torch.Generator accept.
+SEED_MAX = 2**63 - 1
+# Most optimiser steps a run may ask for: the papers' GPU budgets are below a million; 1e9 is a typo.
+MAX_STEPS = 10**8
 
 @dataclass(frozen=True)
 class TrainConfig(ConfigDict):
@@ -80,6 +86,9 @@ class TrainConfig(ConfigDict):
 
     def __post_init__(self):
         self.require_positive("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every")
+        if self.steps > MAX_STEPS:
+            raise ConfigError(f"train.steps = {self.steps} is above the {MAX_STEPS:,} this toolkit trains for; "
+                              "give the number of optimiser steps (e.g. 10000)")
         if self.num_shards < 1 or self.batch_size % self.num_shards:
             raise ConfigError(
                 f"train.num_shards ({self.num_shards}) must be a positive divisor of train.batch_size "
@@ -103,9 +112,6 @@ class TrainConfig(ConfigDict):
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
 
-
-# Largest seed both jax.random.key (int64) and torch.Generator accept.
-SEED_MAX = 2**63 - 1
 
 # jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
 PRIOR_FIT_STREAM = 2**31 - 1
@@ -215,6 +221,25 @@ def config_matches(
     if meta is None or config_diff(meta, run_signature(prior, model_config, train_config, curriculum)):
         return False
     return not finished or meta["step"] >= train_config.steps
+
+
+def resumable_meta(out_dir, signature: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest checkpoint JSON in ``out_dir`` if it is of the run ``signature``; None without one.
+
+    Raises
+    ------
+    CheckpointError
+        A damaged checkpoint, or one of another configuration (naming the settings that differ).
+    """
+    meta = read_meta(out_dir) if out_dir is not None and Path(out_dir).is_dir() else None
+    if meta is not None:
+        diff = config_diff(meta, signature)
+        if diff:
+            raise CheckpointError(
+                f"{out_dir} holds a checkpoint of another configuration ({'; '.join(diff)}); "
+                f"pass another --out directory, or delete {out_dir} to retrain"
+            )
+    return meta
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -396,14 +421,8 @@ def train(
     model = build_model(model_config, generator=torch.Generator().manual_seed(cfg.seed)).to(device)
     optimizer = _make_optimizer(model, cfg, device)
     start, loss_log, wall_before = 0, [], 0.0
-    meta = read_meta(out_dir) if out_dir is not None else None
+    meta = resumable_meta(out_dir, signature)
     if meta is not None:
-        diff = config_diff(meta, signature)
-        if diff:
-            raise CheckpointError(
-                f"{out_dir} holds a checkpoint of another configuration ({'; '.join(diff)}); "
-                f"pass another --out directory, or delete {out_dir} to retrain"
-            )
         model.load_state_dict(load_weights(out_dir, meta))  # buffers fitted to the prior come back too
         if meta["step"] < cfg.steps:
             load_optimizer(out_dir, meta, optimizer)
@@ -457,9 +476,11 @@ def train(
                 at_checkpoint = out_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
                 if done % cfg.log_every == 0 or at_checkpoint or done == cfg.steps:
                     total = distributed.all_reduce(loss_sum, world)  # each process's shares of the global mean
-                    loss_log.append((done, total.item() / (loss_count * world.size)))
+                    mean = total.item() / (loss_count * world.size)
+                    check_finite_training(mean, model, done - loss_count + 1, done, out_dir)
+                    loss_log.append((done, mean))
                     loss_sum, loss_count = torch.zeros((), device=device), 0
-                    bar.set_postfix(loss=f"{loss_log[-1][1]:.4f}", refresh=False)
+                    bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
                 if at_checkpoint:
                     if world.is_main:
                         keep = cfg.keep_checkpoints
@@ -488,6 +509,27 @@ def train(
         checkpoint=checkpoint,
         meta=meta,
     )
+
+
+def check_finite_training(mean_loss: float, model: torch.nn.Module, first: int, last: int, out_dir) -> None:
+    """`TrainingError` when the mean loss of steps ``first..last`` or any weight is NaN or infinite.
+
+    Checked at every loss-log entry, which every checkpoint has, so no checkpoint holds a diverged
+    model: the last one written before stays the run's last good state.
+    """
+    bad = not math.isfinite(mean_loss)
+    if not bad:
+        bad = not all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        what = "a weight is not finite"
+    else:
+        what = f"the mean training loss is {mean_loss}"
+    if bad:
+        steps = checkpoint_steps(out_dir) if out_dir is not None else []
+        kept = f"the last good checkpoint (step {steps[-1]}) stays in {out_dir}" if steps else "no checkpoint was written"
+        raise TrainingError(
+            f"training diverged at steps {first}-{last}: {what}; {kept}; lower learner.training.lr, raise "
+            "warmup_steps or set grad_clip, then retrain into a fresh folder"
+        )
 
 
 def _make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
@@ -719,4 +761,8 @@ __all__ = [
     "sample_arrays",
     "RUNTIME_SETTINGS",
     "SEED_MAX",
+    "MAX_STEPS",
+    "check_finite_training",
+    "resumable_meta",
+    "pick_device",
 ]

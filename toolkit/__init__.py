@@ -20,6 +20,7 @@ from .errors import (
     DataError,
     MetabayesError,
     ModelError,
+    TrainingError,
     UnknownNameError,
 )
 from .kinds import DataKind, get_kind
@@ -35,7 +36,7 @@ from .baselines import (  # noqa: E402
 )
 from .bayes import bayes_predictor  # noqa: E402
 from .compare import compare  # noqa: E402
-from .io import open_results  # noqa: E402
+from .results import open_results  # noqa: E402
 from .scenario import Scenario, scenario_grid  # noqa: E402
 
 __version__ = "0.1.0"
@@ -72,4 +73,5 @@ __all__ = [
     "ModelError",
     "DataError",
     "CheckpointError",
+    "TrainingError",
 ]

@@ -38,6 +38,10 @@ class CheckpointError(MetabayesError, ValueError):
     """A checkpoint is missing, corrupt, or belongs to another configuration."""
 
 
+class TrainingError(MetabayesError, RuntimeError):
+    """Training cannot go on (the loss or the weights stopped being finite); the message says what to change."""
+
+
 __all__ = [
     "MetabayesError",
     "ConfigError",
@@ -45,4 +49,5 @@ __all__ = [
     "ModelError",
     "DataError",
     "CheckpointError",
+    "TrainingError",
 ]

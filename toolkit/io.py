@@ -1,4 +1,5 @@
-"""Result IO: atomic netCDF writes and `open_results(DIR)` as one `xarray.DataTree`."""
+"""Result IO: atomic writes of netCDF, ArviZ and text files, and reading them back (`toolkit.results` makes a
+run's files one unit)."""
 
 from __future__ import annotations
 
@@ -122,30 +123,6 @@ def read_netcdf(path: str | os.PathLike) -> xr.Dataset:
     return ds
 
 
-def open_results(directory: str | os.PathLike) -> xr.DataTree:
-    """Everything a run wrote, as one DataTree.
-
-    Nodes: ``/comparison``, ``/metrics`` and ``/mcmc/<scenario>`` (each ArviZ
-    group — posterior, sample_stats, log_likelihood — a child node).
-
-    Examples
-    --------
-    >>> tree = open_results("results/coin_mixture")          # doctest: +SKIP
-    >>> tree["comparison"].ds.log_score.sel(predictor="bayes")  # doctest: +SKIP
-    """
-    directory = Path(directory)
-    if not (directory / "comparison.nc").is_file():
-        raise DataError(f"{directory} holds no comparison.nc; run `python comparisons/run.py --out {directory}` first")
-    nodes: dict[str, xr.Dataset] = {"/comparison": read_netcdf(directory / "comparison.nc")}
-    if (directory / "metrics.nc").is_file():
-        nodes["/metrics"] = read_netcdf(directory / "metrics.nc")
-    tree = xr.DataTree.from_dict(nodes)
-    for path in sorted((directory / "mcmc").glob("*.nc")):
-        with xr.open_datatree(path, engine=ENGINE) as mcmc:
-            tree[f"mcmc/{path.stem}"] = mcmc.load()
-    return tree
-
-
 def provenance(**extra) -> dict[str, Any]:
     """Creation time, toolkit version and git commit, plus ``extra``."""
     from . import __version__
@@ -173,4 +150,4 @@ def git_commit() -> str:
     return commit + ("+dirty" if dirty else "")
 
 
-__all__ = ["write_netcdf", "write_inference_data", "write_text", "read_netcdf", "open_results", "provenance", "encode_attrs", "git_commit"]
+__all__ = ["write_netcdf", "write_inference_data", "write_text", "read_netcdf", "provenance", "encode_attrs", "git_commit"]

@@ -21,7 +21,7 @@ from .dims import POSITION_PLATE, X_SITE, Y_SITE
 from .episodes import Episodes
 from .errors import ModelError, UnknownNameError
 from .kinds import get_kind
-from .validation import CONVENTION, SCAN_TAG, SiteInfo, check_kind, check_sites, model_trace, site_table
+from .validation import CONVENTION, SCAN_TAG, SiteInfo, check_kind, check_sites, model_trace, site_table, where
 
 Kind = Literal["tokens", "regression"]
 
@@ -110,7 +110,7 @@ class Prior:
                 length, **self.data_kind.model_kwargs(y=y, x=x)
             )
         except TypeError as exc:
-            raise ModelError(f"calling the model failed ({exc}); {CONVENTION}") from None
+            raise ModelError(f"calling the model failed ({exc}){where(self.model, exc)}; {CONVENTION}") from None
 
     def sites(self, length: int = 3) -> dict[str, SiteInfo]:
         """Sample sites of one trace at a small length, checked against the convention."""

@@ -128,7 +128,11 @@ def _import_target(target: str):
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
+        if exc.name != target.split(".")[0] and exc.name != target:  # the module exists; something it imports does not
+            raise ModelError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
         raise UnknownNameError("prior", target, _REGISTRY) from exc
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:  # user code: its exit is an import failure too
+        raise ModelError(f"importing {target} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _build(name: str, factory: Callable[..., Prior], params: dict[str, Any]) -> Prior:

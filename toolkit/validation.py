@@ -13,8 +13,10 @@ convention, so a user's own model can be fixed from the message alone.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jax
@@ -76,7 +78,24 @@ def _cached_trace(model, kind: str, length: int) -> dict:
         raise
     except Exception as exc:  # noqa: BLE001 - the user's model failed: say so, with the convention
         hint = " (a regression model takes `x=None`)" if "x" in kwargs and "'x'" in str(exc) else ""
-        raise ModelError(f"calling the model failed ({type(exc).__name__}: {exc}){hint}; {CONVENTION}") from None
+        raise ModelError(f"calling the model failed ({type(exc).__name__}: {exc}){where(model, exc)}{hint}; "
+                         f"{CONVENTION}") from None
+
+
+def where(model, exc: BaseException) -> str:
+    """`` at FILE:LINE (`source`)``: the line of ``model``'s own file where ``exc`` was raised, or ``""``.
+
+    A distribution that refuses its parameters (NumPyro's ``validate_args``) raises inside NumPyro; the
+    model's own line names the site and the parameter that was computed wrong.
+    """
+    code = getattr(model, "__code__", None)
+    if code is None:
+        return ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == code.co_filename]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    return f" at {Path(frame.filename).name}:{frame.lineno} (`{(frame.line or '').strip()}`)"
 
 
 def site_table(tr: dict, length: int) -> dict[str, SiteInfo]:
@@ -143,13 +162,24 @@ def check_log_density(prior: Prior, *, length: int = 3, num_draws: int = 3) -> N
     for draw in range(num_draws):
         try:
             tr = model_trace(prior, length) if draw == 0 else prior.trace(jax.random.key(draw), length)
-            log_probs = {n: s["fn"].log_prob(s["value"]) for n, s in tr.items() if s["type"] == "sample"}
         except ModelError:
             raise
         except Exception as exc:  # noqa: BLE001 - report the model's own failure with the convention
             raise ModelError(
-                f"evaluating the model's log-density failed ({type(exc).__name__}: {exc}); {CONVENTION}"
+                f"sampling the model failed (draw {draw}: {type(exc).__name__}: {exc}){where(prior.model, exc)}; "
+                f"every distribution's parameters must be valid where the model samples; {CONVENTION}"
             ) from None
+        log_probs = {}
+        for name, site in tr.items():
+            if site["type"] != "sample":
+                continue
+            try:
+                log_probs[name] = site["fn"].log_prob(site["value"])
+            except Exception as exc:  # noqa: BLE001 - the site's distribution refused its own sample
+                raise ModelError(
+                    f"site {name!r}: evaluating its log-density failed ({type(exc).__name__}: {exc}); "
+                    f"{CONVENTION}"
+                ) from None
         for name, values in log_probs.items():
             values = np.asarray(values)
             bad = ~np.isfinite(values)

@@ -83,8 +83,9 @@ def _label(ds: xr.Dataset, outcome: int) -> str:
 
 
 def predictions_figure(ds: xr.Dataset, scenario: str, path: Path, *, num_episodes: int = 4, outcome: int = 0) -> Path:
-    """P(outcome) along a few episodes of one scenario, for each predictor."""
+    """P(outcome) along a few episodes of one scenario (at most ``num_episodes``), for each predictor."""
     sub = ds.sel({SCENARIO: scenario}).isel({EPISODE: slice(0, num_episodes)})
+    num_episodes = sub.sizes[EPISODE]
     label = _label(ds, outcome)
     fig, axes = plt.subplots(num_episodes, 1, figsize=(8, 1.9 * num_episodes), sharex=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):

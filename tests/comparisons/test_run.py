@@ -21,7 +21,8 @@ from comparisons.run import main
 from learners.checkpoint import checkpoint_paths, read_meta
 from toolkit import Episodes
 from toolkit.dims import OUTCOME, POSITION, PREDICTOR, SCENARIO
-from toolkit.io import open_results, read_netcdf
+from toolkit.io import read_netcdf
+from toolkit.results import open_results
 
 TINY = load_config(None, list(TINY_OVERRIDES), "tiny")
 # scenario names as the grid spells them: one grid key with one-element values prints bare, "q=0.5"
@@ -36,7 +37,7 @@ SMALL_EVALUATION = (
     "--set", 'evaluation.predictors=["frequency", "learner"]',
 )
 # What records when, where or how long rather than what: it differs between identical runs.
-VOLATILE_ATTRS = ("created", "git_commit", "training_wall_time_s")
+VOLATILE_ATTRS = ("created", "git_commit", "training_wall_time_s", "run_id")
 VOLATILE_KEYS = ("wall_time_s", "checkpoint")  # inside the JSON attrs describing the learner
 
 

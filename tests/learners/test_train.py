@@ -265,3 +265,50 @@ def test_regression_curriculum_must_keep_the_input_dimension():
     learners.check_curriculum(prior, [(2, priors.get("linear_regression", d=3, x_subspace=1))], cfg)  # same x
     with pytest.raises(ConfigError, match=r"x_dim 2\).*x_dim 3\)"):
         learners.check_curriculum(prior, [(2, priors.get("linear_regression", d=2))], cfg)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(coin_prior, tiny_model, tiny_train, tmp_path,
+                                                                              monkeypatch):
+    """From step 7 the loss is NaN (as a diverging run's would be): training stops at the next loss-log entry,
+    naming the steps, and no checkpoint after the last good one (step 4) is written."""
+    import importlib
+
+    from learners.checkpoint import checkpoint_steps, read_meta
+    from toolkit.errors import TrainingError
+
+    train_module = importlib.import_module("learners.train")  # the module; learners.train is the function
+    real = train_module.train_step
+
+    def diverging(objective, optimizer, model, batch, step, *args, **kwargs):
+        loss = real(objective, optimizer, model, batch, step, *args, **kwargs)
+        return loss * float("nan") if step >= 6 else loss
+
+    monkeypatch.setattr(train_module, "train_step", diverging)
+    with pytest.raises(TrainingError, match=r"training diverged at steps 7-8: the mean training loss is nan; "
+                                            r"the last good checkpoint \(step 4\) stays in .*lower learner.training.lr"):
+        train(coin_prior, tiny_model, tiny_train, tmp_path, progress=False)
+    assert checkpoint_steps(tmp_path) == [4]
+    assert all(np.isfinite(v) for _, v in read_meta(tmp_path)["loss_log"])
+
+
+def test_non_finite_weights_are_caught_even_with_a_finite_loss(coin_prior, tiny_model, tiny_train):
+    from learners.train import check_finite_training
+    from toolkit.errors import TrainingError
+
+    model = learners.build_model(tiny_model.resolve(coin_prior, tiny_train))
+    check_finite_training(0.5, model, 1, 2, None)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("inf")
+    with pytest.raises(TrainingError, match="a weight is not finite; no checkpoint was written"):
+        check_finite_training(0.5, model, 1, 2, None)
+
+
+def test_settings_that_mean_nothing_are_refused():
+    with pytest.raises(ConfigError, match="train.weight_decay must be a finite number, got nan"):
+        TrainConfig(weight_decay=float("nan"))
+    with pytest.raises(ConfigError, match="train.grad_clip must be a finite number, got inf"):
+        TrainConfig(grad_clip=float("inf"))
+    with pytest.raises(ConfigError, match="train.steps = 1000000000 is above"):
+        TrainConfig(steps=10**9)
+    with pytest.raises(ConfigError, match="train.seed must lie in 0..9223372036854775807"):
+        TrainConfig(seed=2**63)

@@ -1,4 +1,4 @@
-"""Result IO: netCDF round trips, atomic writes, `open_results`, damaged files."""
+"""Result IO: netCDF round trips, atomic writes, damaged files (a run's files as one unit: test_results.py)."""
 
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from toolkit.errors import DataError
-from toolkit.io import encode_attrs, open_results, read_netcdf, write_netcdf, write_text
+from toolkit.io import encode_attrs, read_netcdf, write_netcdf, write_text
 
 
 def sample_dataset(seed=0):
@@ -82,28 +82,10 @@ def test_write_text_is_atomic_too(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
 
 
-def test_open_results_gives_a_datatree(tmp_path):
-    comparison, metrics = sample_dataset(0), sample_dataset(1).drop_vars("y")
-    write_netcdf(comparison, tmp_path / "comparison.nc")
-    write_netcdf(metrics, tmp_path / "metrics.nc")
-    tree = open_results(tmp_path)
-    assert isinstance(tree, xr.DataTree)
-    assert set(tree.children) == {"comparison", "metrics"}
-    xr.testing.assert_equal(tree["comparison"].to_dataset(), comparison)
-    xr.testing.assert_equal(tree["metrics"].to_dataset(), metrics)
-
-
-def test_open_results_without_a_comparison_names_the_fix(tmp_path):
-    with pytest.raises(DataError, match="no comparison.nc.*run.py"):
-        open_results(tmp_path)
-
-
 def test_a_corrupt_file_is_a_data_error_naming_the_path(tmp_path):
     path = tmp_path / "comparison.nc"
     path.write_bytes(b"this is not netCDF")
     with pytest.raises(DataError, match=re.escape(str(path))):
         read_netcdf(path)
-    with pytest.raises(DataError, match="comparison.nc"):
-        open_results(tmp_path)
     with pytest.raises(DataError, match="does not exist"):
         read_netcdf(tmp_path / "missing.nc")
