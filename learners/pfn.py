@@ -345,7 +345,8 @@ class PFNTransformer(Architecture):
     @torch.no_grad()
     def predictive(self, batch: dict[str, torch.Tensor], *, y_grid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The bar distribution at every position, float64: ``log_score`` (the realised y), ``mean``,
-        ``variance``, ``quantile_value`` at `toolkit.dims.QUANTILES` and, on ``y_grid``, ``grid_log_density``."""
+        ``variance``, ``quantile_value`` at `toolkit.dims.QUANTILES`, ``pit`` (its CDF at the realised y) and,
+        on ``y_grid``, ``grid_log_density``."""
         logits = self(batch["x"], batch["y"]).double()  # (b, T, K)
         bar = self.bar
         out = {
@@ -353,6 +354,7 @@ class PFNTransformer(Architecture):
             "mean": bar.mean(logits),
             "variance": bar.variance(logits),
             "quantile_value": bar.icdf(logits, QUANTILES),
+            "pit": bar.cdf(logits, batch["y"]),
         }
         if y_grid is not None:
             out["grid_log_density"] = bar.grid_log_density(logits, y_grid)

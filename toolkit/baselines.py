@@ -187,6 +187,7 @@ def gaussian_predictions(mean: np.ndarray, variance: np.ndarray, y: np.ndarray, 
         quantile_value=quantile_value,
         grid_log_density=grid_log_density,
         y_grid=y_grid,
+        pit=special.ndtr((y - mean) / sd),
     )
 
 

@@ -17,7 +17,7 @@ from .prior import Prior
 from .scenario import Scenario
 
 # Variables that describe the scenario's data rather than one predictor's answer.
-SCENARIO_LEVEL = ("prior_log_prob", "bayes_defined", "r_hat", "ess_bulk", "ess_tail", "divergences")
+SCENARIO_LEVEL = ("prior_log_prob", "bayes_defined", "r_hat", "ess_bulk", "ess_tail", "divergences", "mcse")
 
 
 def _as_scenarios(prior: Prior, scenarios) -> list[Scenario]:

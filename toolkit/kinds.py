@@ -265,6 +265,7 @@ class Regression(DataKind):
         return regression_predictions(
             log_score=out["log_score"], mean=out["mean"], variance=out["variance"], quantile_value=quantile_value,
             grid_log_density=out.get("grid_log_density") if y_grid is not None else None, y_grid=y_grid,
+            pit=out.get("pit"),
         )
 
     def from_distribution(self, d, episodes, prior, *, y_grid=None):
@@ -279,6 +280,10 @@ class Regression(DataKind):
         except NotImplementedError:
             if y_grid is not None:
                 quantile_value = quantiles_from_cdf(np.asarray(y_grid), np.moveaxis(np.asarray(d.cdf(grid)), 0, -1))
+        try:
+            pit = np.asarray(d.cdf(y))
+        except NotImplementedError:
+            pit = None
         return regression_predictions(
             log_score=np.asarray(d.log_prob(y)),
             mean=np.broadcast_to(np.asarray(d.mean), y.shape),
@@ -286,6 +291,7 @@ class Regression(DataKind):
             quantile_value=quantile_value,
             grid_log_density=grid_log_density,
             y_grid=y_grid,
+            pit=pit,
         )
 
     def evaluation_grid(self, prior, *, grid=None, num=0, key=None, length=1):

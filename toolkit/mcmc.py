@@ -18,7 +18,11 @@ at all: its "draws" are exact, and the engine reduces to enumeration.
 Every run keeps an ArviZ ``InferenceData`` (posterior, sample_stats,
 log_likelihood) with named ``episode`` and ``position`` dims, built by
 ``az.from_dict``; ``r_hat``, ``ess_bulk``, ``ess_tail`` (ArviZ) and
-``divergences`` per cell go into the prediction Dataset. Cells with
+``divergences`` per cell go into the prediction Dataset, with ``mcse``, the
+Monte-Carlo standard error of the predictive (ArviZ's ``az.mcse`` of the
+mean over draws: for tokens the largest over outcomes of P(y_t = v), for
+real y the predictive mean), so a difference from an exact answer can be
+read in MCSE units. Cells with
 r_hat > 1.01, ess_bulk < 400 or any divergence are flagged (`unconverged`).
 """
 
@@ -50,7 +54,7 @@ from .validation import model_trace
 # Convergence thresholds (Vehtari et al. 2021, "Rank-normalization, folding, and localization").
 R_HAT_MAX = 1.01
 ESS_BULK_MIN = 400
-DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail", "divergences")
+DIAGNOSTICS = ("r_hat", "ess_bulk", "ess_tail", "divergences", "mcse")
 
 
 @dataclass(frozen=True)
@@ -183,8 +187,8 @@ class MCMCPredictor(Predictor):
         xr.Dataset
             The prediction variables (episode, position[, outcome | y_grid |
             quantile]) and ``r_hat``, ``ess_bulk``, ``ess_tail``,
-            ``divergences`` (episode, position); positions and episodes not
-            run are NaN.
+            ``divergences``, ``mcse`` (episode, position); positions and
+            episodes not run are NaN.
         """
         return self.run(episodes, y_grid=y_grid).dataset
 
@@ -343,6 +347,10 @@ class _Run:
                 "mean": jnp.broadcast_to(fn.mean, (length,))[t],
                 "second_moment": jnp.broadcast_to(fn.variance + fn.mean**2, (length,))[t],
             }
+            try:  # the PIT F(y_t | θ_s): its mean over draws is the predictive CDF at the realised y_t
+                out["pit"] = jnp.broadcast_to(fn.cdf(y), (length,))[t]
+            except NotImplementedError:
+                pass
             if points.shape[0]:
                 out["grid_log_density"] = jnp.broadcast_to(fn.log_prob(points[:, None]), (points.shape[0], length))[:, t]
                 out["grid_cdf"] = jnp.broadcast_to(fn.cdf(points[:, None]), (points.shape[0], length))[:, t]
@@ -464,15 +472,19 @@ class _Run:
         )
 
     def diagnostics(self, idata: az.InferenceData) -> dict[str, np.ndarray]:
-        """Per-cell r_hat (max over variables), ess_bulk and ess_tail (min), divergences (count)."""
+        """Per-cell r_hat (max over variables), ess_bulk and ess_tail (min), divergences (count) and the
+        MCSE of the predictive (max over outcomes of P(y_t = v); for real y, of the predictive mean)."""
         post = idata.posterior
+        predictive = "predictive_prob" if "predictive_prob" in post else "predictive_mean"
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
             r_hat = _reduce(az.rhat(post, method="rank"), np.fmax)
             ess_bulk = _reduce(az.ess(post, method="bulk"), np.fmin)
             ess_tail = _reduce(az.ess(post, method="tail"), np.fmin)
+            mcse = _reduce(az.mcse(post[[predictive]], method="mean"), np.fmax)
         divergences = idata.sample_stats["diverging"].sum(("chain", "draw")).values.astype(np.float64)
-        return {"r_hat": r_hat, "ess_bulk": ess_bulk, "ess_tail": ess_tail, "divergences": divergences}
+        return {"r_hat": r_hat, "ess_bulk": ess_bulk, "ess_tail": ess_tail, "divergences": divergences,
+                "mcse": mcse}
 
     def prediction_dataset(self, stats, draws, idata, episodes: Episodes) -> xr.Dataset:
         """The full (episode, position) prediction Dataset; cells not run, or whose chains found no
@@ -502,16 +514,17 @@ class _Run:
         for name, value in stats.items():  # (lane, draw, ...) -> (episode, position, ...): means over the draws
             if name in ("log_prob", "log_score", "grid_log_density"):
                 out[name] = full(value.shape[2:], np.asarray(mean_over_draws(value, log=True)))
-            elif name in ("mean", "grid_cdf"):
+            elif name in ("mean", "grid_cdf", "pit"):
                 out[name] = full(value.shape[2:], mean_over_draws(value))
         if "second_moment" in stats:
             out["variance"] = full((), mean_over_draws(stats["second_moment"]) - mean_over_draws(stats["mean"]) ** 2)
         ds = prior.data_kind.predictions(out, episodes, outcomes=prior.outcomes, y_grid=self.y_grid)
         if self.s.continuous:
             diagnostics = self.diagnostics(idata)
-        else:  # exact draws: no chain to converge, nothing to flag
+        else:  # exact draws: no chain to converge, nothing to flag, no Monte-Carlo error
             nan = np.full((self.num_episodes, self.num_positions), np.nan)
-            diagnostics = {"r_hat": nan, "ess_bulk": nan, "ess_tail": nan, "divergences": np.zeros_like(nan)}
+            diagnostics = {"r_hat": nan, "ess_bulk": nan, "ess_tail": nan, "divergences": np.zeros_like(nan),
+                           "mcse": np.zeros_like(nan)}
         for name, value in diagnostics.items():
             ds[name] = ((EPISODE, POSITION), full((), value))
         ds.attrs["mcmc_positions"] = list(self.positions)

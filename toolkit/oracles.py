@@ -97,6 +97,7 @@ class OraclePredictor(Predictor):
                 "variance": fn.variance,
                 "grid_log_density": fn.log_prob(grid[:, None]).T,  # (position, y_grid)
                 "grid_cdf": fn.cdf(grid[:, None]).T,
+                "pit": fn.cdf(y_e),
             }
             try:
                 out["quantile_value"] = fn.icdf(levels[:, None]).T  # (position, quantile)
@@ -113,6 +114,7 @@ class OraclePredictor(Predictor):
             log_score=out["log_score"], mean=out["mean"], variance=out["variance"],
             quantile_value=out.get("quantile_value"),
             grid_log_density=out["grid_log_density"] if y_grid is not None else None, y_grid=y_grid,
+            pit=out["pit"],
         )
 
 

@@ -3,8 +3,9 @@
 Every predictor returns the comparison variables without the predictor and
 scenario dims (DESIGN.md, "Evaluation"): tokens give ``log_prob (episode,
 position, outcome)`` and ``log_score (episode, position)``; regression gives
-``log_score``, ``mean``, ``variance``, ``quantile_value (..., quantile)`` and
-``grid_log_density (..., y_grid)``.
+``log_score``, ``mean``, ``variance``, ``quantile_value (..., quantile)``,
+``grid_log_density (..., y_grid)`` and, from predictors with a CDF, ``pit``
+(the predictive CDF at the realised y_t).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ def regression_predictions(
     grid_log_density: np.ndarray | None = None,
     y_grid: np.ndarray | None = None,
     quantiles=QUANTILES,
+    pit: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Wrap regression predictions as a prediction Dataset.
 
@@ -137,6 +139,9 @@ def regression_predictions(
         Predictive quantiles at levels ``quantiles``.
     grid_log_density : np.ndarray, shape (episode, position, y_grid), optional
         Log predictive density at the points ``y_grid``.
+    pit : np.ndarray, shape (episode, position), optional
+        The predictive CDF at the realised y_t, F(y_t | context): Uniform(0, 1) over episodes when the
+        predictive is calibrated (the probability integral transform).
     """
     num_episodes, length = np.shape(log_score)
     data = {
@@ -148,6 +153,8 @@ def regression_predictions(
     if quantile_value is not None:
         data["quantile_value"] = ((EPISODE, POSITION, QUANTILE), np.asarray(quantile_value, np.float64))
         coords[QUANTILE] = np.asarray(quantiles, np.float64)
+    if pit is not None:
+        data["pit"] = ((EPISODE, POSITION), np.asarray(pit, np.float64))
     if grid_log_density is not None:
         data["grid_log_density"] = ((EPISODE, POSITION, Y_GRID), np.asarray(grid_log_density, np.float64))
         coords[Y_GRID] = np.asarray(y_grid, np.float64)

@@ -109,6 +109,17 @@ def test_beta_bernoulli_mcmc_matches_the_closed_form_within_4_mcse(beta_run):
     assert_within_mcse(idata, pred, exact)
 
 
+def test_mcse_is_arvizs_on_the_stored_draws_and_measures_the_error_from_exact(beta_run):
+    prior, episodes, _, (pred, idata) = beta_run
+    run = ran_positions(idata)
+    want = az.mcse(idata, var_names=["predictive_prob"])["predictive_prob"].max(OUTCOME)
+    np.testing.assert_allclose(pred["mcse"].sel({POSITION: run}), want.transpose(EPISODE, POSITION), rtol=1e-12)
+    exact = bayes_predictor(prior).predict(episodes)
+    error = np.abs(np.exp(pred["log_prob"]) - np.exp(exact["log_prob"])).max(OUTCOME).sel({POSITION: run})
+    z = (error / pred["mcse"].sel({POSITION: run})).values
+    assert np.median(z) < 2 and z.max() < 5  # the error is Monte-Carlo noise of the size the MCSE says
+
+
 def test_cells_not_run_are_nan_and_diagnostics_sit_on_run_cells(beta_run):
     _, episodes, _, (pred, idata) = beta_run
     run = ran_positions(idata)
@@ -270,6 +281,9 @@ def test_regression_mcmc_matches_the_conjugate_predictive():
         got = pred.sel({POSITION: t + 1})
         mcse = az.mcse(idata, var_names=["predictive_mean"])["predictive_mean"].sel({POSITION: t + 1})
         assert np.all(np.abs(got["mean"].values - mean) <= 4 * mcse.values + 1e-9)
+        np.testing.assert_allclose(got["mcse"].values, mcse.values, rtol=1e-12)  # real y: the predictive mean's
+        # the PIT: the mean over draws of F(y_t | w_s), a CDF value, within Monte-Carlo error of the exact one
+        np.testing.assert_allclose(got["pit"].values, stats.norm.cdf(y[:, t], mean, sd), atol=0.05)
         np.testing.assert_allclose(got["variance"].values, sd**2, rtol=0.15)
         # the density of the realised y_t: the mean over draws of p(y_t | w_s), within 4 of its MCSE
         density = np.exp(idata.log_likelihood["y"].sel({POSITION: t + 1}))
