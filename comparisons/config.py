@@ -162,15 +162,43 @@ class RunConfig(Strict):
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """``"a.b=value"`` -> (["a", "b"], value), the value read as a TOML literal (bare words stay strings)."""
-    key, sep, raw = item.partition("=")
+    """``"a.b=value"`` -> (["a", "b"], value), the value read as a TOML literal (bare words stay strings).
+
+    The key is a TOML key, so a part with dots is quoted: ``sweep."learner.training.seed"=[0, 1]``.
+    """
+    key, sep, raw = _split_key(item)
     if not sep or not key.strip():
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set evaluation.length=32")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return key.strip().split("."), value
+    return _key_path(key.strip(), item), value
+
+
+def _split_key(item: str) -> tuple[str, str, str]:
+    """``item`` split at its first ``=`` outside quotes."""
+    quote = None
+    for i, char in enumerate(item):
+        if char in "\"'" and quote in (None, char):
+            quote = None if quote else char
+        elif char == "=" and quote is None:
+            return item[:i], "=", item[i + 1:]
+    return item, "", ""
+
+
+def _key_path(key: str, item: str) -> list[str]:
+    if '"' not in key and "'" not in key:
+        return key.split(".")
+    try:
+        node = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"--set {item!r}: {key!r} is not a valid key (quote a part with dots: a.\"b.c\")") from None
+    path = []
+    while isinstance(node, dict):
+        (part, node), = node.items()
+        path.append(part)
+    return path
 
 
 def _apply(tree: dict, path: list[str], value: Any) -> None:
@@ -189,13 +217,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), profi
     A ``[profiles.NAME]`` table in the file holds overrides applied by ``profile=NAME``.
     """
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.is_file():
-        known = ", ".join(p.stem for p in sorted(CONFIG_DIR.glob("*.toml")))
-        raise ConfigError(f"config file {path} does not exist; built-in configs: {known}")
-    try:
-        tree = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    tree = read_toml(path, "config file", CONFIG_DIR)
     profiles = tree.pop("profiles", {})
     if profile is not None:
         if profile not in profiles:
@@ -204,6 +226,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), profi
     for item in overrides:
         _apply(tree, *parse_override(item))
     return validate(tree)
+
+
+def read_toml(path: Path, what: str, built_in: Path) -> dict:
+    """The TOML file ``path`` as a dict; a `ConfigError` naming the ``built_in`` ones when it does not exist."""
+    if not path.is_file():
+        known = ", ".join(p.stem for p in sorted(built_in.glob("*.toml")))
+        raise ConfigError(f"{what} {path} does not exist; built-in {what.split()[0]}s: {known or '(none)'}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
 
 
 def add_config_arguments(parser) -> None:

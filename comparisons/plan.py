@@ -111,6 +111,11 @@ class Plan:
             return list(given)
         return sorted({t for t in DEFAULT_REPORT_POSITIONS if t <= self.length} | {self.length})
 
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """The steps every learner is also evaluated at (``learner.training.eval_steps``); () for none."""
+        return next(iter(self.learners.values())).train.eval_steps if self.learners else ()
+
     def has_analysis(self, name: str) -> bool:
         return any(a.name == name for a in self.analyses)
 
@@ -251,6 +256,7 @@ def build_plan(cfg: RunConfig, out: Path, *, config_name: str = "", progress: bo
         raise ConfigError(f"scenario names must be unique, got {scenario_names}")
     check_lengths(plan)
     check_memory(plan)
+    check_eval_steps(plan)
     ev = cfg.evaluation
     grid = None if ev.y_grid is None else (ev.y_grid.low, ev.y_grid.high, ev.y_grid.num)
     plan.y_grid = prior.data_kind.evaluation_grid(prior, grid=grid, num=ev.num_y_grid, key=jax.random.key(ev.seed),
@@ -313,6 +319,15 @@ def check_lengths(plan: Plan) -> None:
             f"evaluation.report_positions {bad} lie outside 1..{ev.length} (evaluation.length); "
             f"list positions up to {ev.length}"
         )
+
+
+def check_eval_steps(plan: Plan) -> None:
+    """Every learner keeps checkpoints at the same ``eval_steps``, so that they share one ``step`` dim."""
+    kept = {name: lp.train.eval_steps for name, lp in plan.learners.items()}
+    if len(set(kept.values())) > 1:
+        listed = ", ".join(f"{name} {list(steps)}" for name, steps in kept.items())
+        raise ConfigError(f"learner.training.eval_steps differ between learners ({listed}); give every learner the "
+                          "same steps (set them in [learner.training], which every [learners.NAME] shares)")
 
 
 def check_predictor_options(plan: Plan) -> None:

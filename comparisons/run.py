@@ -37,8 +37,8 @@ from toolkit.results import ResultWriter, config_hash, new_run_id  # noqa: E402
 
 def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = "") -> dict:
     """Run the experiment described by ``cfg`` into ``out``; returns the Datasets, report, paths written and timings."""
+    from comparisons.steps import metrics_at_steps, with_steps
     from comparisons.training import train_learners
-    from toolkit.summaries import metrics_dataset
 
     start = time.perf_counter()
     plan = build_plan(cfg, out, config_name=config_name, progress=progress)
@@ -50,18 +50,28 @@ def run(cfg: RunConfig, out: Path, *, progress: bool = True, config_name: str = 
             trained = train_learners(plan, progress=progress)
             state.predictors = {name: {**plan.predictors, **trained}[name] for name in plan.predictor_names}
         with timed(state, "evaluate"):
-            ds = comparison(state)
-            for analysis in plan.analyses:
-                ds = analysis.comparison(ds, state)
-            ev = cfg.evaluation
-            metrics = metrics_dataset(ds, kind=plan.kind, bootstrap_resamples=ev.bootstrap_resamples, seed=ev.seed)
-            for analysis in plan.analyses:
-                metrics = analysis.metrics(ds, metrics, state)
+            at_steps = metrics_at_steps(state, evaluate)  # the learners at learner.training.eval_steps, if any
+            ds, metrics = evaluate(state)
             metrics.attrs.update({k: ds.attrs[k] for k in ("created", "toolkit_version", "git_commit")}, **results.stamp)
         report, answer = write_figures_and_report(ds, metrics, state, start, results)
-        written = write_results(results, ds, metrics, state.inference_data, report)
+        written = write_results(results, ds, with_steps(metrics, at_steps, plan), state.inference_data, report,
+                                wall_time_s=time.perf_counter() - start)
     return {"dataset": ds, "metrics": metrics, "report": report, "written": written,
             "wall_time_s": time.perf_counter() - start, "answer": answer}
+
+
+def evaluate(state: RunState) -> tuple[xr.Dataset, xr.Dataset]:
+    """The comparison and metrics Datasets of ``state``'s predictors, each analysis' variables added."""
+    from toolkit.summaries import metrics_dataset
+
+    plan, ev = state.plan, state.plan.config.evaluation
+    ds = comparison(state)
+    for analysis in plan.analyses:
+        ds = analysis.comparison(ds, state)
+    metrics = metrics_dataset(ds, kind=plan.kind, bootstrap_resamples=ev.bootstrap_resamples, seed=ev.seed)
+    for analysis in plan.analyses:
+        metrics = analysis.metrics(ds, metrics, state)
+    return ds, metrics
 
 
 @contextmanager
@@ -107,7 +117,7 @@ def comparison(state: RunState) -> xr.Dataset:
         attrs.update(learner=info, training_steps=info.get("steps"), training_wall_time_s=info.get("wall_time_s"),
                      checkpoint_sha256=info.get("weights_sha256"))
     if "bayes" in predictors:
-        attrs["inference_method"] = predictors["bayes"].engine
+        attrs["inference_method"] = predictors["bayes"].describe()["engine"]
     ev = plan.config.evaluation
     ds = compare(plan.prior, plan.scenarios, predictors, num_episodes=ev.num_episodes, length=ev.length,
                  key=jax.random.key(ev.seed), y_grid=plan.y_grid, inference_data=state.inference_data, attrs=attrs)
@@ -145,7 +155,7 @@ def setup_lines(state: RunState, total_s: float) -> dict[str, str]:
         "prior": f"{plan.prior!r}",
         "scenarios": ", ".join(s.name for s in plan.scenarios),
         "episodes": f"{ev.num_episodes} per scenario, length {ev.length}",
-        "Bayes engine": state.predictors["bayes"].engine if "bayes" in state.predictors else "–",
+        "Bayes engine": state.predictors["bayes"].describe()["engine"] if "bayes" in state.predictors else "–",
         "wall time": f"{total_s:.0f} s in all ({t['train']:.0f} s training or loading the learners, "
         f"{t['evaluate']:.0f} s evaluation{extra})",
     }
@@ -165,7 +175,7 @@ def setup_lines(state: RunState, total_s: float) -> dict[str, str]:
 
 
 def write_results(results: ResultWriter, ds: xr.Dataset, metrics: xr.Dataset, inference_data: dict,
-                  report: str) -> dict[str, Path]:
+                  report: str, *, wall_time_s: float) -> dict[str, Path]:
     """``comparison.nc``, ``metrics.nc``, ``mcmc/<scenario>.nc`` and ``report.md`` staged, then made current as one.
 
     Each carries the run id and config hash (`toolkit.results`); a kill before the commit leaves the
@@ -181,7 +191,7 @@ def write_results(results: ResultWriter, ds: xr.Dataset, metrics: xr.Dataset, in
             idata[group].attrs.update(results.stamp)
         staged[f"mcmc/{scenario}"] = write_inference_data(idata, results.path(f"mcmc/{scenario}.nc"))
     staged["report"] = write_text(report, results.path("report.md"))
-    results.commit()
+    results.commit(wall_time_s=round(wall_time_s, 3))
     return {name: results.directory / path.relative_to(results.folder) for name, path in staged.items()}
 
 

@@ -83,6 +83,7 @@ class TrainConfig(ConfigDict):
     prefetch: int | None = None  # batches a sampler thread runs ahead; 0 = sample inline; None = 4 on CUDA, 0 on CPU
     compile: bool | None = None  # torch.compile the training step; None = on for CUDA, off on the CPU
     device: Device = "auto"  # "auto" = CUDA when available, else CPU
+    eval_steps: tuple[int, ...] = ()  # keep a checkpoint at each of these steps in OUT/steps/ (the `step` dim)
 
     def __post_init__(self):
         self.require_positive("steps", "batch_size", "length", "checkpoint_every", "keep_checkpoints", "log_every")
@@ -111,6 +112,11 @@ class TrainConfig(ConfigDict):
             raise ConfigError("train.weight_decay and train.grad_clip must be >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        steps = list(self.eval_steps)
+        if steps != sorted(set(steps)) or any(not 1 <= s <= self.steps for s in steps):
+            raise ConfigError(
+                f"train.eval_steps must be increasing steps within 1..train.steps = {self.steps}, got {steps}"
+            )
 
 
 # jax.random.fold_in data of the samples an architecture fits itself to before step 0: no step number reaches it.
@@ -119,7 +125,9 @@ PRIOR_FIT_STREAM = 2**31 - 1
 # Settings that change how a run executes but not what it computes: they may differ on resume.
 RUNTIME_SETTINGS = ("checkpoint_every", "keep_checkpoints", "log_every", "prefetch", "compile", "device")
 # Training settings added after checkpoints were first written: a checkpoint without one ran with this value.
-ADDED_SETTINGS = {"num_shards": 1}
+ADDED_SETTINGS = {"num_shards": 1, "eval_steps": []}
+# The sub-folder of a learner's directory that keeps the checkpoints of train.eval_steps (never pruned).
+EVAL_FOLDER = "steps"
 
 
 @dataclass
@@ -466,6 +474,7 @@ def train(
         show = progress and world.is_main
         bar = tqdm(total=cfg.steps, initial=start, disable=not show, unit="step", desc="train", leave=False)
         loss_sum, loss_count = torch.zeros((), device=device), 0
+        eval_steps = set(cfg.eval_steps)
         model.train()
         try:
             for step in range(start, cfg.steps):
@@ -474,13 +483,16 @@ def train(
                 loss_count += 1
                 done = step + 1
                 at_checkpoint = out_dir is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps)
-                if done % cfg.log_every == 0 or at_checkpoint or done == cfg.steps:
+                at_eval = out_dir is not None and done in eval_steps
+                if done % cfg.log_every == 0 or at_checkpoint or at_eval or done == cfg.steps:
                     total = distributed.all_reduce(loss_sum, world)  # each process's shares of the global mean
                     mean = total.item() / (loss_count * world.size)
                     check_finite_training(mean, model, done - loss_count + 1, done, out_dir)
                     loss_log.append((done, mean))
                     loss_sum, loss_count = torch.zeros((), device=device), 0
                     bar.set_postfix(loss=f"{mean:.4f}", refresh=False)
+                if at_eval and world.is_main:  # weights only, kept for evaluating the learner at this step
+                    save_checkpoint(Path(out_dir) / EVAL_FOLDER, done, model, None, record(done), keep=len(eval_steps))
                 if at_checkpoint:
                     if world.is_main:
                         keep = cfg.keep_checkpoints
@@ -762,6 +774,7 @@ __all__ = [
     "RUNTIME_SETTINGS",
     "SEED_MAX",
     "MAX_STEPS",
+    "EVAL_FOLDER",
     "check_finite_training",
     "resumable_meta",
     "pick_device",

@@ -21,6 +21,7 @@ LATENT = "latent"  # joint index over a prior's enumerated latent values
 PAIR = "pair"  # an unordered pair of learners (disagreement between them)
 PROMPT_CLASS = "prompt_class"  # a set of prompts an analysis reports on together
 RULE = "rule"  # a rule a sampled completion may follow
+STEP = "step"  # the training step of a learner's checkpoint (learner.training.eval_steps)
 
 # Site names of the prior convention.
 Y_SITE = "y"
@@ -47,6 +48,7 @@ __all__ = [
     "PAIR",
     "PROMPT_CLASS",
     "RULE",
+    "STEP",
     "Y_SITE",
     "X_SITE",
     "POSITION_PLATE",

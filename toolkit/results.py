@@ -4,7 +4,8 @@ A run directory holds::
 
     DIR/.results/<run id>/            comparison.nc, metrics.nc, report.md, figures/, mcmc/, manifest.json
     DIR/latest -> .results/<run id>   the current result set: a symbolic link, replaced by one rename
-    DIR/comparison.nc -> latest/comparison.nc    (and metrics.nc, report.md, figures/, mcmc/ where MCMC ran)
+    DIR/comparison.nc -> latest/comparison.nc    (and metrics.nc, report.md, figures/, mcmc/ where MCMC ran;
+                                              a sweep: sweep.nc, report.md, figures/)
     DIR/learner/ ...                  checkpoints (their own transaction: learners.checkpoint)
 
 `ResultWriter` stages a run's files in ``.results/<run id>/``, writes the
@@ -96,24 +97,27 @@ class ResultWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         return self
 
-    def commit(self) -> Path:
-        """Write the manifest, make this run's results current in one rename, drop the previous set; its folder."""
+    def commit(self, **extra) -> Path:
+        """Write the manifest (with ``extra``: e.g. the run's wall time), make this run's results current in one
+        rename, drop the previous set; returns its folder."""
         files = {}
         for path in sorted(p for p in self.folder.rglob("*") if p.is_file()):
             rel = path.relative_to(self.folder).as_posix()
             files[rel] = {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
         manifest = {"format": FORMAT, **self.stamp, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "files": files}
+                    **extra, "files": files}
         write_text(json.dumps(manifest, indent=1), self.folder / MANIFEST)
         _replace_link(self.directory / CURRENT, f"{STORE}/{self.run_id}")
-        for entry in ENTRIES:
+        staged = {p.name for p in self.folder.iterdir() if p.name != MANIFEST}
+        for entry in sorted(staged):
             link = self.directory / entry
-            if (self.folder / entry).exists():
-                if not (link.is_symlink() and os.readlink(link) == f"{CURRENT}/{entry}"):
-                    _remove(link)  # a file of an earlier layout, or a stale link
-                    _replace_link(link, f"{CURRENT}/{entry}")
-            elif link.is_symlink() or link.exists():
-                _remove(link)  # e.g. mcmc/ from an earlier run: no longer this run's
+            if not (link.is_symlink() and os.readlink(link) == f"{CURRENT}/{entry}"):
+                _remove(link)  # a file of an earlier layout, or a stale link
+                _replace_link(link, f"{CURRENT}/{entry}")
+        for link in self.directory.iterdir():  # entries of an earlier run that this one does not have (mcmc/)
+            through = link.is_symlink() and os.readlink(link).startswith(f"{CURRENT}/")
+            if link.name not in staged and (through or link.name in ENTRIES):
+                _remove(link)
         clean(self.directory)
         return self.folder
 
@@ -167,7 +171,9 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
     """The current result set of a run directory, as one DataTree, after checking it is whole and of one run.
 
     Nodes: ``/comparison``, ``/metrics`` and ``/mcmc/<scenario>`` (each ArviZ
-    group — posterior, sample_stats, log_likelihood — a child node).
+    group — posterior, sample_stats, log_likelihood — a child node); for a
+    sweep's folder ``/sweep``. The tree's attrs hold the manifest's run id,
+    config hash, creation time and wall time.
 
     Parameters
     ----------
@@ -205,11 +211,11 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
         if verify and file_sha256(path) != info["sha256"]:
             raise DataError(f"{path} differs from the file its run wrote (sha256); {rerun}")
     nodes: dict[str, xr.Dataset] = {}
-    for name in ("comparison", "metrics"):
+    for name in ("comparison", "metrics", "sweep"):
         if f"{name}.nc" in manifest["files"]:
             nodes[f"/{name}"] = _stamped(read_netcdf(folder / f"{name}.nc"), folder / f"{name}.nc", manifest, rerun)
-    if "/comparison" not in nodes:
-        raise DataError(f"{folder} has no comparison.nc; {rerun}")
+    if "/comparison" not in nodes and "/sweep" not in nodes:
+        raise DataError(f"{folder} has no comparison.nc (nor a sweep's sweep.nc); {rerun}")
     tree = xr.DataTree.from_dict(nodes)
     for rel in sorted(r for r in manifest["files"] if r.startswith("mcmc/") and r.endswith(".nc")):
         path = folder / rel
@@ -220,7 +226,7 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
             raise DataError(f"{path} is not a readable InferenceData file ({exc}); {rerun}") from None
         _stamped(mcmc["posterior"].to_dataset() if "posterior" in mcmc.children else xr.Dataset(), path, manifest, rerun)
         tree[f"mcmc/{Path(rel).stem}"] = mcmc
-    tree.attrs = {k: manifest[k] for k in ("run_id", "config_hash", "created")}
+    tree.attrs = {k: v for k, v in manifest.items() if k not in ("files", "format")}
     return tree
 
 

@@ -22,6 +22,12 @@ In pipeline order:
 3. `metrics`: variables added to the metrics Dataset;
 4. `figures`, `setup`, `report_section` and `answer`: the report.
 
+A sweep (``comparisons/sweep.py``) gives the same analyses, after its cells
+ran, the combined Dataset (``sweep.nc``: every cell's metrics with the sweep
+axes as dims): `sweep` adds variables, then `sweep_figures`,
+`sweep_report_section` and `sweep_answer` write the sweep's report; the
+``sweep`` summary analysis is always among them.
+
 Variables an analysis adds use dims named in `toolkit.dims`. A config runs an
 analysis by giving its table, ``[analysis.NAME]`` (empty for the defaults);
 every run also gets its data kind's default analysis (``tokens`` or
@@ -44,6 +50,7 @@ from toolkit.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
     from comparisons.plan import Plan, RunState
+    from comparisons.sweep import Sweep
     from toolkit.scenario import Scenario
 
 
@@ -101,6 +108,23 @@ class Analysis:
 
     def answer(self, ds: xr.Dataset, metrics: xr.Dataset, run: RunState) -> list[str]:
         """Lines of the report's Answer (also printed by the CLI)."""
+        return []
+
+    # ------------------------------------------------------------------ a sweep of runs
+    def sweep(self, ds: xr.Dataset, sweep: Sweep) -> xr.Dataset:
+        """``sweep.nc``'s Dataset (every cell's metrics, the sweep axes as dims) with this analysis' variables."""
+        return ds
+
+    def sweep_figures(self, ds: xr.Dataset, sweep: Sweep, folder: Path) -> dict[str, str]:
+        """Figures of the sweep, drawn into ``folder``; caption -> path relative to the sweep's folder."""
+        return {}
+
+    def sweep_report_section(self, ds: xr.Dataset, sweep: Sweep) -> str:
+        """A Markdown section of the sweep's report.md (empty for none)."""
+        return ""
+
+    def sweep_answer(self, ds: xr.Dataset, sweep: Sweep) -> list[str]:
+        """Lines of the sweep report's Answer."""
         return []
 
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import xarray as xr
 
-import toolkit.results as results_module
 from toolkit.errors import DataError
 from toolkit.io import read_netcdf, write_inference_data, write_netcdf, write_text
 from toolkit.results import CURRENT, MANIFEST, STORE, ResultWriter, clean, config_hash, new_run_id, open_results
