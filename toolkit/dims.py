@@ -22,6 +22,12 @@ PAIR = "pair"  # an unordered pair of learners (disagreement between them)
 PROMPT_CLASS = "prompt_class"  # a set of prompts an analysis reports on together
 RULE = "rule"  # a rule a sampled completion may follow
 STEP = "step"  # the training step of a learner's checkpoint (learner.training.eval_steps)
+SIMULATION = "simulation"  # one simulation of simulation-based calibration: latents, data, posterior draws
+SBC_QUANTITY = "sbc_quantity"  # a scalar quantity whose posterior rank SBC checks (a latent's component, y_next)
+ENGINE = "engine"  # a Bayes engine an analysis ran (closed_form, enumeration, mcmc)
+ECDF_POINT = "ecdf_point"  # a point z in (0, 1) where the ECDF of ranks or PIT values is evaluated
+CALIBRATION_BIN = "calibration_bin"  # a bin of predicted probabilities (reliability diagram)
+DETECTOR = "detector"  # a predictor whose own answers score how far a context is from the prior
 
 # Site names of the prior convention.
 Y_SITE = "y"
@@ -49,6 +55,12 @@ __all__ = [
     "PROMPT_CLASS",
     "RULE",
     "STEP",
+    "SIMULATION",
+    "SBC_QUANTITY",
+    "ENGINE",
+    "ECDF_POINT",
+    "CALIBRATION_BIN",
+    "DETECTOR",
     "Y_SITE",
     "X_SITE",
     "POSITION_PLATE",

@@ -9,7 +9,9 @@ from toolkit.dims import PREDICTOR, SCENARIO
 from toolkit.io import read_netcdf
 
 TOKEN_CONFIGS = ("coin_mixture", "anbn", "counting")
-REGRESSION_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.toml") if p.stem not in TOKEN_CONFIGS)
+# sbc_* configs check the Bayes engines alone, without a learner (tests/comparisons/analyses/test_sbc_analysis.py)
+REGRESSION_CONFIGS = sorted(p.stem for p in CONFIG_DIR.glob("*.toml")
+                            if p.stem not in TOKEN_CONFIGS and not p.stem.startswith("sbc_"))
 
 
 def test_every_regression_config_has_cpu_paper_and_tiny_profiles():
@@ -48,6 +50,25 @@ def test_tiny_run_writes_the_regression_contract(tiny_regression_run):
         assert np.all(np.diff(q, axis=-1) >= -1e-9), f"{name}: {predictor} quantiles out of order"
     # Bayes agrees with itself: its squared error to the reference is exactly zero
     assert float(metrics["squared_error_to_reference_mean"].sel({PREDICTOR: "bayes"}).max()) == 0.0
+
+
+def test_tiny_linear_regression_reports_pit_calibration(tiny_regression_run):
+    name, out = tiny_regression_run
+    if name != "linear_regression":
+        pytest.skip("the PIT calibration analysis is configured for linear_regression")
+    ds = read_netcdf(out / "comparison.nc")
+    metrics = read_netcdf(out / "metrics.nc")
+    for predictor in ("bayes", "ridge", "oracle", "learner"):
+        cell = ds.sel({PREDICTOR: predictor})
+        pit, y, q = cell["pit"].values, cell["y"].values, cell["quantile_value"]
+        assert np.all((pit >= 0) & (pit <= 1)), predictor
+        for level in (0.05, 0.5, 0.95):  # F(y) <= q exactly when y <= F^-1(q)
+            below = y <= q.sel(quantile=level).values
+            assert np.mean(below == (pit <= level + 1e-9)) > 0.999, (predictor, level)
+    assert {"pit", "pit_pvalue", "pit_pvalue_pooled"} <= set(metrics.data_vars)
+    assert list(metrics["pit"].dropna(PREDICTOR, how="all")[PREDICTOR].values) == ["bayes", "learner"]  # tested
+    assert "## Calibration: PIT of the predictive" in (out / "report.md").read_text()
+    assert (out / "figures" / "pit_ecdf.png").exists()
 
 
 def test_linear_regression_learner_trains_on_its_curriculum(tmp_path, capsys):

@@ -69,7 +69,8 @@ def test_tiny_run_writes_every_output(tiny_run):
     for name in ("comparison.nc", "metrics.nc", "report.md"):
         assert (out / name).is_file(), name
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
-    assert figures == ["cross_entropy.png", "mixture_weight.png", "predictions.png"]
+    assert figures == ["cross_entropy.png", "detection_auc.png", "mixture_weight.png", "predictions.png",
+                       "reliability.png"]
     for png in (out / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     meta = read_meta(out / "learner")
