@@ -5,9 +5,9 @@ Close in KL is not the same as calibrated. ``[analysis.calibration]`` adds to
 
 - regression (the learners and Bayes by default, ``predictors`` to choose;
   any predictive with a CDF: the learner's bar distribution, Bayes in closed
-  form or by MCMC, ridge, the oracle): the PIT values ``pit (predictor,
-  scenario, episode, position)`` = F(y_t | context) of the comparison's
-  ``pit`` on the evaluated cells, and the ECDF uniformity
+  form or by MCMC, ridge, the oracle): with the PIT values F(y_t | context)
+  of the comparison's ``pit (predictor, scenario, episode, position)`` on the
+  evaluated cells, the ECDF uniformity
   test (`toolkit.calibration.uniformity_test`, Säilynoja et al. 2022) per
   position, ``pit_pvalue (predictor, scenario, position)``, and over every
   position at once, ``pit_pvalue_pooled (predictor, scenario)`` (under the
@@ -82,10 +82,7 @@ class CalibrationAnalysis(Analysis):
             pit = pit.sel({PREDICTOR: pit[PREDICTOR].values[has.values]})
             if pit.sizes[PREDICTOR] == 0:
                 return metrics
-            pit.attrs = {"long_name": "PIT: the predictive CDF at the realised y_t; Uniform(0, 1) if calibrated"}
-            out = pit_tests(pit)
-            out["pit"] = pit
-            return metrics.merge(out, join="left", compat="override")
+            return metrics.merge(pit_tests(pit), join="left", compat="override")
         if "log_prob" not in ds:
             return metrics
         prob = np.exp(ds["log_prob"]).where(observed)
@@ -101,8 +98,8 @@ class CalibrationAnalysis(Analysis):
 
     # ------------------------------------------------------------------ report
     def figures(self, ds, metrics, run, folder):
-        if "pit" in metrics:
-            self._pit_figure(metrics, folder / "pit_ecdf.png")
+        if "pit_pvalue" in metrics:
+            self._pit_figure(ds["pit"].where(_observed(ds)).sel({PREDICTOR: self._shown(metrics)}), folder / "pit_ecdf.png")
             return {"PIT calibration (ECDF difference)": "figures/pit_ecdf.png"}
         if "ece" in metrics:
             self._reliability_figure(metrics, folder / "reliability.png")
@@ -110,20 +107,23 @@ class CalibrationAnalysis(Analysis):
         return {}
 
     def _shown(self, metrics) -> list[str]:
-        names = [str(p) for p in metrics[PREDICTOR].values]
+        """The learner and Bayes, else the first two predictors tested."""
+        if "pit_pvalue" in metrics:
+            names = [str(p) for p in metrics[PREDICTOR].values if metrics["pit_pvalue"].sel({PREDICTOR: p}).notnull().any()]
+        else:
+            names = [str(p) for p in metrics[PREDICTOR].values]
         first = [n for n in (LEARNER, REFERENCE) if n in names]
         return first or names[:2]
 
-    def _pit_figure(self, metrics, path):
-        scenarios = list(metrics[SCENARIO].values)
+    def _pit_figure(self, pit, path):
+        scenarios = list(pit[SCENARIO].values)
         fig, axes = scenario_panels(scenarios)
-        pit = metrics["pit"]
         n = int(pit.notnull().sum(EPISODE).max())
         points = ecdf_points(n)
         low, high = uniform_ecdf_band(n, points, level=1 - self.settings.alpha)
         positions = list(pit[POSITION].values)
         shown = sorted({positions[0], positions[len(positions) // 2], positions[-1]})
-        names = self._shown(metrics)
+        names = [str(p) for p in pit[PREDICTOR].values]
         for ax, scenario in zip(axes, scenarios):
             ax.fill_between(points, low, high, step="mid", color="tab:blue", alpha=0.12)
             for name in names:
@@ -177,7 +177,7 @@ class CalibrationAnalysis(Analysis):
                 "PIT = the predictive CDF at the realised y_t; a calibrated predictive gives Uniform(0, 1) PIT values. "
                 "p: the ECDF uniformity test over episodes (Säilynoja et al. 2022), pooled over every position, and "
                 "the number of positions where the test at that position alone rejects. PIT values are "
-                "`metrics.nc`'s `pit`.",
+                "`comparison.nc`'s `pit`.",
                 "",
                 markdown_table(header, rows),
             ])

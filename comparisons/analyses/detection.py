@@ -18,10 +18,10 @@ misspecified episode scores higher, ties one half) with a percentile
 bootstrap interval over the episodes of both. The AUC is of |z|: a context
 can be further from the prior by being more surprising (a fair coin for a
 prior of biased ones) or less (a coin more biased than any the prior has),
-and both count. ``metrics.nc`` gains ``detection_z (detector, scenario,
-episode, position)`` (the signed score),
-``detection_auc``, ``detection_auc_low``, ``detection_auc_high`` (detector,
-scenario, position) and the coordinate ``detection_method (detector)``;
+and both count. ``comparison.nc`` gains the signed scores ``detection_z
+(detector, scenario, episode, position)`` with the coordinate
+``detection_method (detector)``; ``metrics.nc`` gains ``detection_auc``,
+``detection_auc_low``, ``detection_auc_high`` (detector, scenario, position);
 ``figures/detection_auc.png`` draws the AUC against t. The standardisation
 is monotone at each t, so it leaves the AUC as it is; it makes scores of
 different t comparable (z-scores).
@@ -105,18 +105,31 @@ class DetectionAnalysis(Analysis):
         surprise = xr_cumulative_surprise(one["log_score"].where(observed))
         return xr_standardize(surprise, surprise.sel({SCENARIO: reference}, drop=True), EPISODE), SURPRISE
 
-    def metrics(self, ds, metrics, run):
-        s = self.settings
+    def comparison(self, ds, run):
         if not self._active(run.plan):
-            return metrics
-        reference, others = self._scenarios(run.plan)
+            return ds
+        reference, _ = self._scenarios(run.plan)
         detectors = self._detectors(run.plan)
         scores, methods = [], []
         for name in detectors:
             score, method = self._score(ds, name, _is_bayes(run.predictors.get(name)), reference)
             scores.append(score.transpose(SCENARIO, EPISODE, POSITION))
             methods.append(method)
-        score = xr.concat(scores, dim=DETECTOR).assign_coords({DETECTOR: detectors})
+        score = xr.concat(scores, dim=DETECTOR).assign_coords({DETECTOR: detectors, "detection_method":
+                                                                (DETECTOR, methods)})
+        score.attrs = {
+            "long_name": "how far the context y_<=t is from the prior, by the detector's own answers (no q): "
+                         "z-score of its cumulative surprise (learners) or of Bayes' posterior-predictive check; "
+                         "> 0: more surprising than the prior's own data",
+        }
+        return ds.assign(detection_z=score)
+
+    def metrics(self, ds, metrics, run):
+        s = self.settings
+        if "detection_z" not in ds:
+            return metrics
+        reference, others = self._scenarios(run.plan)
+        score = ds["detection_z"]
         rng = np.random.default_rng(s.seed)
         two_sided = abs(score)
         negative = two_sided.sel({SCENARIO: reference}, drop=True)
@@ -125,14 +138,9 @@ class DetectionAnalysis(Analysis):
             parts[scenario] = xr_auc_interval(negative, two_sided.sel({SCENARIO: scenario}, drop=True), EPISODE,
                                               num_resamples=s.bootstrap_resamples, level=s.level, rng=rng)
         auc = xr.concat(list(parts.values()), dim=SCENARIO).assign_coords({SCENARIO: list(parts)})
-        out = xr.Dataset({"detection_z": score, "detection_auc": auc["estimate"],
-                          "detection_auc_low": auc["low"], "detection_auc_high": auc["high"]})
-        out = out.assign_coords(detection_method=(DETECTOR, methods))
-        out["detection_z"].attrs = {
-            "long_name": "how far the context y_<=t is from the prior, by the detector's own answers (no q): "
-                         "z-score of its cumulative surprise (learners) or of Bayes' posterior-predictive check; "
-                         "> 0: more surprising than the prior's own data",
-        }
+        out = xr.Dataset({"detection_auc": auc["estimate"], "detection_auc_low": auc["low"],
+                          "detection_auc_high": auc["high"]})
+        out = out.assign_coords(detection_method=(DETECTOR, ds["detection_method"].values))
         out["detection_auc"].attrs = {
             "long_name": f"ROC AUC of |detection_z| of the scenario against {reference}: P(higher) + P(tie) / 2",
             "bootstrap_resamples": s.bootstrap_resamples, "level": s.level,
@@ -188,7 +196,7 @@ class DetectionAnalysis(Analysis):
             f"ROC AUC of each misspecified scenario against {reference} after t observations, with a "
             f"{self.settings.level:.0%} bootstrap interval ({self.settings.bootstrap_resamples} resamples); 0.5: no "
             "better than chance, 1: every misspecified episode scores above every in-distribution one. The scores "
-            f"do not know q ({methods}; `metrics.nc`: `detection_z`); the AUC is of |z|, so a context less surprising "
+            f"do not know q ({methods}; `comparison.nc`: `detection_z`); the AUC is of |z|, so a context less surprising "
             "than the prior's own data (a coin more biased than any the prior has) counts as well.",
             "",
             markdown_table(["scenario"] + [f"{d} t={t}" for d in detectors for t in positions], rows),

@@ -23,12 +23,12 @@ def brute_auc(neg, pos):
 
 def test_detection_auc_is_the_pairwise_count_of_the_stored_scores(results):
     ds, metrics, report, run = results
-    assert metrics["detection_z"].dims == (DETECTOR, SCENARIO, EPISODE, POSITION)
-    assert list(metrics[DETECTOR].values) == ["learner", "bayes"]
+    assert ds["detection_z"].dims == (DETECTOR, SCENARIO, EPISODE, POSITION)  # per episode: comparison.nc
+    assert list(metrics[DETECTOR].values) == ["learner", "bayes"] and "detection_z" not in metrics
     assert list(metrics["detection_method"].values) == ["surprise", "posterior_predictive"]
     auc = metrics["detection_auc"]
     assert np.isnan(auc.sel({SCENARIO: "in_distribution"})).all()
-    z = abs(metrics["detection_z"])
+    z = abs(ds["detection_z"])
     for detector in ("learner", "bayes"):
         for t in (4, 16):
             want = brute_auc(z.sel({DETECTOR: detector, SCENARIO: "in_distribution", POSITION: t}).values,
@@ -48,7 +48,7 @@ def test_the_learners_score_is_its_surprise_standardised_on_in_distribution_epis
     surprise = -ds["log_score"].sel({PREDICTOR: "learner"}).cumsum(POSITION)
     ref = surprise.sel({SCENARIO: "in_distribution"})
     want = (surprise - ref.mean(EPISODE)) / ref.std(EPISODE, ddof=1)
-    np.testing.assert_allclose(metrics["detection_z"].sel({DETECTOR: "learner"}).transpose(*want.dims), want, rtol=1e-9)
+    np.testing.assert_allclose(ds["detection_z"].sel({DETECTOR: "learner"}).transpose(*want.dims), want, rtol=1e-9)
 
 
 def test_the_ece_of_each_predictor_is_recomputed_from_the_comparison(results):
