@@ -1,6 +1,6 @@
 """Beta–Bernoulli: a coin whose bias is drawn from Beta(a, b), with its conjugate predictive.
 
-P(y_t = 1 | k ones in n) = (a + k) / (a + b + n).
+P(y_t = 1 | k ones in n) = (a + k) / (a + b + n); the posterior of p after them is Beta(a + k, b + n − k).
 """
 
 import jax.numpy as jnp
@@ -29,4 +29,11 @@ def beta_bernoulli(a=1.0, b=1.0) -> Prior:
         seen = np.arange(y.shape[1])[None, :]
         return dist.Bernoulli(probs=jnp.asarray((a + ones_before) / (a + b + seen)))
 
-    return Prior(model, kind="tokens", outcomes=("0", "1"), exact_predictive=exact_predictive)
+    def exact_posterior(episodes):
+        y = np.asarray(episodes.y, dtype=np.float64)
+        seen = np.ones(y.shape, bool) if episodes.mask is None else episodes.mask
+        ones, n = np.sum(np.where(seen, y, 0.0), axis=1), np.sum(seen, axis=1)
+        return {"p": dist.Beta(jnp.asarray(a + ones), jnp.asarray(b + n - ones))}
+
+    return Prior(model, kind="tokens", outcomes=("0", "1"), exact_predictive=exact_predictive,
+                 exact_posterior=exact_posterior)

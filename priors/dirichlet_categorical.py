@@ -1,6 +1,7 @@
 """Dirichlet–categorical ("balls and urns"): an urn's colour proportions p ~ Dirichlet(α), draws y_t ~ Categorical(p).
 
-P(y_t = v | counts n_v of each colour in y_<t) = (α_v + n_v) / (Σ α + t − 1).
+P(y_t = v | counts n_v of each colour in y_<t) = (α_v + n_v) / (Σ α + t − 1); the posterior of p after
+them is Dirichlet(α + n).
 """
 
 import jax.numpy as jnp
@@ -37,4 +38,11 @@ def dirichlet_categorical(num_outcomes=5, alpha=1.0, outcomes=None) -> Prior:
         probs = (alpha + before) / (alpha.sum() + before.sum(axis=-1, keepdims=True))
         return dist.Categorical(probs=jnp.asarray(probs))
 
-    return Prior(model, kind="tokens", outcomes=labels, exact_predictive=exact_predictive)
+    def exact_posterior(episodes):
+        y = np.asarray(episodes.y)
+        seen = np.ones(y.shape, bool) if episodes.mask is None else episodes.mask
+        counts = ((y[..., None] == np.arange(len(alpha))) & seen[..., None]).sum(axis=1)  # (episode, outcome)
+        return {"p": dist.Dirichlet(jnp.asarray(alpha + counts))}
+
+    return Prior(model, kind="tokens", outcomes=labels, exact_predictive=exact_predictive,
+                 exact_posterior=exact_posterior)

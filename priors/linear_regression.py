@@ -19,7 +19,8 @@ predictive, ridge, least squares, k-NN and averaging are all rotation-equivarian
 errors, in distribution, either way.
 
 The closed form: given the prefix, w ~ N(μ_t, Σ_t) with Σ_t = (I/τ'² + X_<tᵀX_<t/σ²)⁻¹ and
-μ_t = Σ_t X_<tᵀ y_<t/σ² (τ' = y_scale·τ), so y_t ~ N(x_tᵀμ_t, x_tᵀΣ_tx_t + σ²).
+μ_t = Σ_t X_<tᵀ y_<t/σ² (τ' = y_scale·τ), so y_t ~ N(x_tᵀμ_t, x_tᵀΣ_tx_t + σ²); ``exact_posterior`` gives
+that law of w after a whole episode.
 """
 
 import jax
@@ -121,10 +122,21 @@ def linear_regression(
         )
         return dist.Normal(jnp.asarray(mean[0]), jnp.asarray(np.sqrt(variance)))
 
+    def exact_posterior(episodes):
+        seen = np.ones(episodes.y.shape, bool) if episodes.mask is None else episodes.mask
+        x = np.where(seen[..., None], np.asarray(episodes.x, np.float64), 0.0)  # (episode, position, feature)
+        y = np.where(seen, np.asarray(episodes.y, np.float64), 0.0)
+        precision = np.eye(d) / w_sd**2 + np.einsum("eti,etj->eij", x, x) / sigma**2
+        covariance = np.linalg.inv(precision)
+        mean = np.einsum("eij,ej->ei", covariance, np.einsum("eti,et->ei", x, y)) / sigma**2
+        covariance = 0.5 * (covariance + np.swapaxes(covariance, -1, -2))
+        return {"w": dist.MultivariateNormal(jnp.asarray(mean), covariance_matrix=jnp.asarray(covariance))}
+
     return Prior(
         model,
         kind="regression",
         x_dim=d,
         exact_predictive=exact_predictive,
+        exact_posterior=exact_posterior,
         metadata={"x_sd": x_sd, "w_sd": w_sd},
     )

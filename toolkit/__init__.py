@@ -37,6 +37,7 @@ from .baselines import (  # noqa: E402
 from .bayes import bayes_predictor  # noqa: E402
 from .compare import compare  # noqa: E402
 from .results import open_results  # noqa: E402
+from .sbc import simulation_based_calibration  # noqa: E402
 from .scenario import Scenario, scenario_grid  # noqa: E402
 
 __version__ = "0.1.0"
@@ -57,6 +58,7 @@ __all__ = [
     "AveragingPredictor",
     "compare",
     "open_results",
+    "simulation_based_calibration",
     "Scenario",
     "scenario_grid",
     "Predictor",

@@ -193,6 +193,57 @@ def enumerate_predictive(
     return _enumerate_regression(prior, episodes, grid, y_grid, chunk_elements)
 
 
+def enumerate_posterior(
+    prior: Prior,
+    episodes: Episodes,
+    *,
+    max_support: int | None = None,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> tuple[LatentGrid, np.ndarray]:
+    """The exact posterior over the joint grid of the global latents given each whole episode.
+
+    log p(k | y, x) ∝ log p(k, y[observed]) from `log_joint_fn` (local latents, if any, summed out by
+    NumPyro's enumeration), one vectorised trace per (latent value, episode), chunked over the grid.
+
+    Parameters
+    ----------
+    prior : Prior
+        A prior whose global latents have finite joint support (or a declared grid).
+    episodes : Episodes
+        ``y (episode, position)`` (``x`` for regression; ``mask`` leaves padding out).
+
+    Returns
+    -------
+    grid : LatentGrid
+        The joint grid; ``grid.values(index)`` gives the latent values of joint indices.
+    log_weights : np.ndarray, shape (episode, K)
+        Normalised log posterior weights; NaN for an episode of probability zero under the prior.
+    """
+    grid = latent_grid(prior, max_support=max_support, allow_local=True)
+    num_episodes, length = episodes.y.shape
+    log_joint = log_joint_fn(prior, length)
+    y = jnp.asarray(prior.data_kind.cast_y(episodes.y))
+    if episodes.x is None:
+        x = jnp.zeros((num_episodes, length, 1))  # tokens: the model takes no x
+    else:
+        x = jnp.asarray(episodes.x, dtype=jnp.float64)
+        if len(prior.sites(3)[X_SITE].shape) == 1:
+            x = x[..., 0]  # the model's x site is (position,): one feature, no feature dim
+    observed = jnp.ones((num_episodes, length), bool) if episodes.mask is None else jnp.asarray(episodes.mask)
+    per_episode = jax.vmap(log_joint, in_axes=(None, 0, 0, 0))
+    table = jax.jit(jax.vmap(per_episode, in_axes=(0, None, None, None)))
+    size = int(min(grid.size, max(1, chunk_elements // max(num_episodes * length, 1))))
+    if grid.names:
+        parts = [np.asarray(table(values, y, x, observed))[: int(valid.sum())]  # the padding is at the end
+                 for values, valid in _padded_chunks(grid, size)]
+        log_w = np.concatenate(parts, axis=0).T  # (episode, K)
+    else:  # no latents: one "value", weight 1
+        log_w = np.zeros((num_episodes, 1))
+    with np.errstate(invalid="ignore"):
+        total = np.logaddexp.reduce(log_w, axis=1, keepdims=True)
+        return grid, np.where(np.isfinite(total), log_w - total, np.nan)
+
+
 def enumeration_path(prior: Prior) -> Literal["cumulative", "prefix"]:
     """``"cumulative"`` when observations are i.i.d. given the global latents (no local latents), else ``"prefix"``."""
     return "prefix" if prior.local_latent_sites(2) else "cumulative"
@@ -771,6 +822,7 @@ __all__ = [
     "LatentGrid",
     "latent_grid",
     "enumerate_predictive",
+    "enumerate_posterior",
     "enumeration_path",
     "ObservationMask",
     "log_joint_fn",

@@ -45,6 +45,12 @@ class Prior:
         Closed form ``exact_predictive(episodes) -> numpyro Distribution`` with
         batch shape (episode, position): the law of ``y_t`` given ``y_<t``
         (and ``x_<=t``). Used by the ``closed_form`` engine.
+    exact_posterior : callable, optional
+        Closed form ``exact_posterior(episodes) -> {site: numpyro Distribution}``
+        with batch shape (episode,): the marginal posterior of each global
+        latent given every observed item of the episode (y and x; padding
+        left out). Simulation-based calibration of the ``closed_form`` engine
+        draws from it (`toolkit.sbc`).
     eos : int, optional
         Token that ends a sequence; positions after the first EOS are padding
         and get ``mask = False``.
@@ -71,6 +77,7 @@ class Prior:
         outcomes: tuple[str, ...] | None = None,
         x_dim: int | None = None,
         exact_predictive: Callable[[Episodes], Any] | None = None,
+        exact_posterior: Callable[[Episodes], dict[str, Any]] | None = None,
         eos: int | None = None,
         name: str | None = None,
         params: dict[str, Any] | None = None,
@@ -88,6 +95,7 @@ class Prior:
         self.kind: Kind = data_kind.name
         self.data_kind = data_kind  # what differs between token and regression data (toolkit.kinds)
         self.exact_predictive = exact_predictive
+        self.exact_posterior = exact_posterior
         self.eos = eos
         self.name = name or getattr(model, "__name__", "model")
         self.params = dict(params or {})
