@@ -73,14 +73,21 @@ class SweepFile(_Strict):
 
 @dataclass(frozen=True)
 class Axis:
-    """One dim of the sweep: one key, or several that move together (a zip group; the first names it)."""
+    """One dim of the sweep: one key, or several that move together (a zip group; the first names it, or its
+    ``dim`` table: a name and one label per point)."""
 
     keys: tuple[str, ...]
     values: tuple[tuple, ...]  # one tuple per point: a value per key
+    name: str | None = None  # the dim's name, from a zip group's dim table
+    labels: tuple | None = None  # its coordinate values, from the same table
 
     @property
     def key(self) -> str:
         return self.keys[0]
+
+    def label(self, i: int):
+        """The coordinate value of point ``i``."""
+        return self.labels[i] if self.labels is not None else _label(self.values[i][0])
 
     def __len__(self) -> int:
         return len(self.values)
@@ -126,9 +133,13 @@ class Sweep:
 
 
 def _dim_names(axes: list[Axis]) -> list[str]:
-    """Each axis' last key part (``seed`` for ``learner.training.seed``) where unique, else the whole key."""
-    short = [a.key.rsplit(".", 1)[-1] for a in axes]
-    return [s if short.count(s) == 1 else a.key for s, a in zip(short, axes)]
+    """A zip group's ``dim`` name; else each axis' last key part (``seed`` for ``learner.training.seed``) where
+    unique, else the whole key."""
+    short = [a.name or a.key.rsplit(".", 1)[-1] for a in axes]
+    names = [s if short.count(s) == 1 or a.name else a.key for s, a in zip(short, axes)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sweep key sweep: two axes have one name: {names}")
+    return names
 
 
 def _base_tree(base: SweepBase, where: Path) -> tuple[dict, str]:
@@ -162,12 +173,27 @@ def _axes(sweep: dict[str, Any]) -> list[Axis]:
             for i, group in enumerate(groups):
                 if not isinstance(group, dict) or not group:
                     raise ConfigError(f"sweep key sweep.zip.{i}: a zip group is a table of keys with lists of values")
-                lists = {k: _values(f"sweep.zip.{i}.{k}", v) for k, v in group.items()}
-                sizes = {k: len(v) for k, v in lists.items()}
-                if len(set(sizes.values())) != 1:
+                group = dict(group)
+                dim = group.pop("dim", None)
+                name, labels = None, None
+                if dim is not None:
+                    if not (isinstance(dim, dict) and len(dim) == 1 and isinstance(next(iter(dim.values())), list)):
+                        raise ConfigError(f"sweep key sweep.zip.{i}.dim: name the group's dim and label its points, "
+                                          'e.g. dim = { architecture = ["learned", "rotary"] }')
+                    (name, labels), = dim.items()
+                    labels = tuple(_values(f"sweep.zip.{i}.dim.{name}", labels))
+                lists = {k: _values(f"sweep.zip.{i}.{k}", v, unique=False) for k, v in group.items()}
+                sizes = {k: len(v) for k, v in lists.items()} | ({"dim": len(labels)} if labels else {})
+                if not lists or len(set(sizes.values())) != 1:
                     raise ConfigError(f"sweep key sweep.zip.{i}: the keys of a zip group need as many values each, "
                                       f"got {sizes}")
-                axes.append(Axis(tuple(lists), tuple(zip(*lists.values()))))
+                points = tuple(zip(*lists.values()))
+                if len({json.dumps(p, sort_keys=True) for p in points}) != len(points):
+                    raise ConfigError(f"sweep key sweep.zip.{i}: two points of the group are the same")
+                if labels is None and len({_label(p[0]) for p in points}) != len(points):
+                    raise ConfigError(f"sweep key sweep.zip.{i}: the first key's values repeat, so they cannot label "
+                                      'the dim; add dim = { NAME = [one label per point] }')
+                axes.append(Axis(tuple(lists), points, name, labels))
         else:
             axes.append(Axis((key,), tuple((v,) for v in _values(f"sweep.{key}", values))))
     if not axes:
@@ -179,7 +205,7 @@ def _axes(sweep: dict[str, Any]) -> list[Axis]:
     return axes
 
 
-def _values(where: str, values) -> list:
+def _values(where: str, values, *, unique: bool = True) -> list:
     if not isinstance(values, list):
         raise ConfigError(f"sweep key {where}: an axis is a list of values, got {values!r}")
     if not values:
@@ -188,13 +214,15 @@ def _values(where: str, values) -> list:
     if len(kinds) > 1:
         raise ConfigError(f"sweep key {where}: the values are of different types ({', '.join(sorted(kinds))}): {values}")
     labels = [_label(v) for v in values]
-    if len(set(labels)) != len(labels):
+    if unique and len(set(labels)) != len(labels):
         raise ConfigError(f"sweep key {where}: a value appears twice: {values}")
     return values
 
 
 def _type_name(value) -> str:
-    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    return "list" if isinstance(value, (list, tuple)) else type(value).__name__
 
 
 def _label(value):
@@ -277,7 +305,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), out: str | Path | No
         cell_tree = json.loads(json.dumps(tree))
         for key, value in overrides.items():
             _apply(cell_tree, key.split("."), value)
-        cfg = _validated(cell_tree, "cell " + ", ".join(f"{k}={_label(v)}" for k, v in overrides.items()))
+        cfg = _validated(cell_tree, "cell " + ", ".join(f"{d}={a.label(i)}" for d, a, i in zip(_dim_names(axes), axes, index)))
         key = config_key(cfg)
         cells.append(Cell(index, overrides, cfg, key, root / "cells" / key))
     keys = [c.key for c in cells]
@@ -349,8 +377,22 @@ def _client(scheduler: str | None, workers: int | None):
                               "(`dask scheduler`) or leave --scheduler out for a local cluster") from None
     workers = workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40)
+                           silence_logs=40, env=worker_environment(workers))
     return Client(cluster), cluster
+
+
+def worker_environment(workers: int) -> dict[str, str]:
+    """Thread settings for local workers that share the machine's cores: each takes its share.
+
+    Left alone, every worker's XLA and OpenMP would use every core: two workers on two cores then ran a
+    cell in 70 s where one alone took 30 s (measured while another job ran; single-threaded XLA: 45 s).
+    """
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    env = {"OMP_NUM_THREADS": str(threads)}
+    if threads == 1:
+        flags = os.environ.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+    return env
 
 
 def run_sweep(sweep: Sweep, *, scheduler: str | None = None, workers: int | None = None,
@@ -440,7 +482,7 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
         lambda v: xr.full_like(v, np.nan, dtype=float) if v.dtype.kind in "biuf" else xr.full_like(v, "", dtype=object))
     cells = [parts.get(cell.index, blank).drop_attrs() for cell in sweep.cells]
     stacked = xr.concat(cells, dim="cell", join="outer", coords="minimal", compat="override", combine_attrs="drop")
-    index = {dim: ("cell", [_label(axis.values[c.index[i]][0]) for c in sweep.cells])
+    index = {dim: ("cell", [axis.label(c.index[i]) for c in sweep.cells])
              for i, (dim, axis) in enumerate(zip(sweep.dims, sweep.axes))}
     stacked = stacked.assign_coords(index)
     if len(sweep.dims) == 1:  # one axis: the cells are its values
@@ -449,11 +491,12 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
         stacked = stacked.set_index(cell=sweep.dims).unstack("cell")
     stacked = stacked.transpose(*sweep.dims, ...)
     for i, (dim, axis) in enumerate(zip(sweep.dims, sweep.axes)):
-        order = [_label(point[0]) for point in axis.values]
-        stacked = stacked.reindex({dim: order})
+        stacked = stacked.reindex({dim: [axis.label(j) for j in range(len(axis))]})
         stacked[dim].attrs = {"sweep_key": axis.key}
-        for j, other in enumerate(axis.keys[1:], start=1):  # the other keys of a zip group: coordinates on its dim
-            stacked = stacked.assign_coords({other: (dim, [_label(point[j]) for point in axis.values])})
+        named = axis.keys if axis.labels is not None else axis.keys[1:]  # a zip group's keys: coordinates on its dim
+        for key in named:
+            j = axis.keys.index(key)
+            stacked = stacked.assign_coords({key: (dim, [_label(point[j]) for point in axis.values])})
     for name, values in provenance.items():
         stacked[name] = (tuple(sweep.dims), values.astype(str))
     stacked["cell_wall_time_s"] = (tuple(sweep.dims), wall)
@@ -494,7 +537,7 @@ def write_sweep(sweep: Sweep, ds, *, wall_time_s: float) -> tuple[Path, list[str
     lines += ["", "## Setup", "",
               f"- **cells**: {len(sweep.cells)} ({' x '.join(f'{d} {len(a)}' for d, a in zip(sweep.dims, sweep.axes))}), "
               f"{len(failed)} failed",
-              "- **axes**: " + "; ".join(f"{d} = {', '.join(str(_label(p[0])) for p in a.values)}"
+              "- **axes**: " + "; ".join(f"{d} = {', '.join(str(a.label(i)) for i in range(len(a)))}"
                                          for d, a in zip(sweep.dims, sweep.axes)),
               f"- **wall time**: {wall_time_s:.0f} s (cells: {float(np.nansum(ds['cell_wall_time_s'].values)):.0f} s "
               "of runs in all)", ""]
@@ -506,7 +549,7 @@ def write_sweep(sweep: Sweep, ds, *, wall_time_s: float) -> tuple[Path, list[str
     ds.attrs.update(results.stamp)
     write_netcdf(ds, results.path("sweep.nc"))
     write_text("\n".join(lines), results.path("report.md"))
-    results.commit()
+    results.commit(wall_time_s=round(wall_time_s, 3))
     return sweep.out / "sweep.nc", answer
 
 
@@ -532,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             for cell in sweep.cells:
                 state = "finished" if finished(cell) else "to run"
-                values = ", ".join(f"{k}={_label(v)}" for k, v in cell.overrides.items())
+                values = ", ".join(f"{d}={a.label(i)}" for d, a, i in zip(sweep.dims, sweep.axes, cell.index))
                 print(f"{cell.folder}  {state}  {values}")
             todo = sum(not finished(c) for c in sweep.cells)
             print(f"{len(sweep.cells)} cells ({todo} to run) into {sweep.out}/cells/")

@@ -55,6 +55,32 @@ def test_axes_make_a_product_and_zip_groups_move_together(tmp_path):
     assert other.cells[0].key == sweep.cells[1].key
 
 
+def test_a_zip_group_can_name_its_dim_and_label_its_points(tmp_path):
+    path = sweep_file(tmp_path, '[[sweep.zip]]\ndim = { architecture = ["learned", "lstm"] }\n'
+                                '"learner.architecture" = ["transformer", "rnn"]\n'
+                                '"learner.model" = [{ n_layer = 1, n_embd = 8 }, { cell = "lstm", n_embd = 8 }]\n')
+    sweep = load_sweep(path, out=tmp_path / "out")
+    assert sweep.dims == ["architecture"] and [sweep.axes[0].label(i) for i in range(2)] == ["learned", "lstm"]
+    assert [c.config.learner.architecture for c in sweep.cells] == ["transformer", "rnn"]
+    for axes, fragment in [
+        ('[[sweep.zip]]\n"learner.architecture" = ["transformer", "transformer"]\n"learner.model" = [{n_embd = 8}, '
+         '{n_embd = 16}]\n', "the first key's values repeat, so they cannot label the dim"),
+        ('[[sweep.zip]]\ndim = { a = ["x"] }\n"learner.training.seed" = [0, 1]\n', "need as many values each"),
+        ('[[sweep.zip]]\ndim = "a"\n"learner.training.seed" = [0, 1]\n', "name the group's dim and label its points"),
+    ]:
+        with pytest.raises(ConfigError, match=fragment):
+            load_sweep(sweep_file(tmp_path, axes))
+
+
+def test_local_workers_share_the_cores():
+    from comparisons.sweep import worker_environment
+
+    cores = os.cpu_count() or 1
+    env = worker_environment(cores)
+    assert env["OMP_NUM_THREADS"] == "1" and "intra_op_parallelism_threads=1" in env["XLA_FLAGS"]
+    assert worker_environment(1)["OMP_NUM_THREADS"] == str(cores)
+
+
 BAD_SWEEPS = {
     "an unknown key of the sweep file": ('"learner.training.seed" = [0]\n[extra]\na = 1\n', "sweep key extra: is not a known key"),
     "an empty axis": ('"learner.training.seed" = []\n', "sweep key sweep.learner.training.seed: the axis is empty"),
@@ -98,7 +124,7 @@ def test_dry_run_lists_the_cells_and_where_each_goes(tmp_path, capsys):
     assert main(["--config", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == f"2 cells (2 to run) into {tmp_path / 'out'}/cells/"
-    assert all("to run  learner.training.seed=" in line for line in out[:2])
+    assert all("to run  seed=" in line for line in out[:2])
     assert not (tmp_path / "out").exists()
 
 
