@@ -65,12 +65,16 @@ def _thin(draws: np.ndarray, num_draws: int) -> np.ndarray:
     return draws[:, index].reshape((chains * per_chain,) + draws.shape[2:])
 
 
-def _closed_form_draws(prior: Prior, context: Episodes, num_draws: int, key) -> dict[str, np.ndarray]:
+def _require_posterior(prior: Prior) -> None:
     if prior.exact_posterior is None:
         raise ModelError(
             f"prior {prior.name!r} supplies no exact_posterior, so SBC of its closed-form engine has no posterior "
             "draws; give Prior(exact_posterior=...) its conjugate posterior, or check engine='enumeration' or 'mcmc'"
         )
+
+
+def _closed_form_draws(prior: Prior, context: Episodes, num_draws: int, key) -> dict[str, np.ndarray]:
+    _require_posterior(prior)
     out = {}
     for i, (name, law) in enumerate(sorted(prior.exact_posterior(context).items())):
         draws = np.asarray(law.sample(jax.random.fold_in(key, i), (num_draws,)))  # (draw, simulation, ...)
@@ -176,8 +180,8 @@ def simulation_based_calibration(
     if engine_prior.kind != prior.kind:
         raise ModelError(f"engine_prior is a {engine_prior.kind} prior but {prior.name!r} is {prior.kind}")
     engine = select_engine(engine_prior, max_support=max_support) if engine == "auto" else engine
-    if engine == "closed_form" and engine_prior.exact_posterior is None:
-        _closed_form_draws(engine_prior, None, num_draws, None)  # raises, naming the fix, before anything runs
+    if engine == "closed_form":
+        _require_posterior(engine_prior)  # before anything runs
     start = time.perf_counter()
     episodes = prior.sample(jax.random.fold_in(key, 0), num_simulations, length + 1, jit=False)  # drawn once
     context = Episodes(y=episodes.y[:, :length], x=None if episodes.x is None else episodes.x[:, :length],
