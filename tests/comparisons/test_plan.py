@@ -19,7 +19,8 @@ def test_a_plan_holds_every_part_resolved_before_training(tmp_path):
     assert set(plan.predictors) == {"bayes", "oracle", "best_mixture", "frequency"}  # learners are trained later
     assert all(lp.context == 16 for lp in plan.learners.values())
     assert plan.learners["lstm-s1"].train.seed == 1 and plan.learners["lstm-s1"].directory == tmp_path / "run/learners/lstm-s1"
-    assert [a.name for a in plan.analyses] == ["tokens"]
+    # the kind's default analysis first, then the config's [analysis.*] tables in their `after` order
+    assert [a.name for a in plan.analyses] == ["tokens", "detection", "calibration"]
     assert plan.report_positions == [1, 8, 16]
     assert plan.y_grid is None
     assert not (tmp_path / "run").exists()
@@ -31,7 +32,7 @@ def test_a_regression_plan_takes_the_kinds_defaults(tmp_path):
     plan = build_plan(cfg, tmp_path / "run", progress=False)
     assert plan.predictor_names == ["bayes", "oracle", "ridge", "least_squares", "knn", "averaging", "learner"]
     assert plan.learners["learner"].architecture == "pfn"
-    assert [a.name for a in plan.analyses] == ["regression"]
+    assert [a.name for a in plan.analyses] == ["regression", "calibration"]
     assert plan.y_grid.shape == (41,) and np.all(np.diff(plan.y_grid) > 0)
 
 

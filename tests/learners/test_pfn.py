@@ -382,7 +382,8 @@ def test_prediction_dataset(trained, episodes):
     assert isinstance(learner, Predictor) and learner.kind == "regression" and learner.outcomes is None
     grid = np.linspace(-6, 6, 241)
     ds = learner.predict(episodes, y_grid=grid)
-    assert set(ds.data_vars) == {"log_score", "mean", "variance", "quantile_value", "grid_log_density"}
+    assert set(ds.data_vars) == {"log_score", "mean", "variance", "quantile_value", "grid_log_density", "pit"}
+    assert np.all((ds.pit >= 0) & (ds.pit <= 1))
     assert ds.quantile_value.dims == (dims.EPISODE, dims.POSITION, dims.QUANTILE)
     assert ds.grid_log_density.dims == (dims.EPISODE, dims.POSITION, dims.Y_GRID)
     np.testing.assert_array_equal(ds[dims.QUANTILE].values, dims.QUANTILES)
