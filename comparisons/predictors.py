@@ -161,6 +161,25 @@ def _frequency(prior, options, **_):
     return FrequencyPredictor(prior.outcomes, **options)
 
 
+@register_predictor("dirichlet", kind="tokens")
+def _dirichlet(prior, options, **_):
+    """Bayes under one urn p ~ Dirichlet(α) (the Dirichlet–categorical closed form); alpha: the prior's own α."""
+    from toolkit.bayes import bayes_predictor
+    from toolkit.registry import get_prior
+
+    options = dict(options)
+    alpha = options.pop("alpha", prior.params.get("alpha"))
+    if options:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(options))}; the dirichlet predictor takes alpha")
+    if alpha is None:
+        raise ConfigError("the prior has no parameter alpha; give the Dirichlet's concentration as alpha")
+    try:
+        urn = get_prior("dirichlet_categorical", num_outcomes=prior.num_outcomes, alpha=alpha, outcomes=prior.outcomes)
+    except ModelError as exc:
+        raise ConfigError(f"alpha: {exc}") from None
+    return bayes_predictor(urn, name="dirichlet")
+
+
 def _regression_baseline(name: str, class_name: str, doc: str, defaults=lambda prior: {}):
     def build(prior, options, **_):
         from toolkit import baselines

@@ -28,6 +28,7 @@ ENGINE = "engine"  # a Bayes engine an analysis ran (closed_form, enumeration, m
 ECDF_POINT = "ecdf_point"  # a point z in (0, 1) where the ECDF of ranks or PIT values is evaluated
 CALIBRATION_BIN = "calibration_bin"  # a bin of predicted probabilities (reliability diagram)
 DETECTOR = "detector"  # a predictor whose own answers score how far a context is from the prior
+FIT_MOMENT = "fit_moment"  # a sum over the predictions of a mixture fit (n, Σh, Σf, Σh², Σf², Σhf): pooled r
 
 # Site names of the prior convention.
 Y_SITE = "y"
@@ -61,6 +62,7 @@ __all__ = [
     "ECDF_POINT",
     "CALIBRATION_BIN",
     "DETECTOR",
+    "FIT_MOMENT",
     "Y_SITE",
     "X_SITE",
     "POSITION_PLATE",
