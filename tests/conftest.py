@@ -153,3 +153,18 @@ def tiny_run(tmp_path_factory) -> CliRun:
     run = CliRun(out, done["returncode"], done["stdout"], done["stderr"])
     assert run.returncode == 0, f"the tiny run failed:\n{run.stderr[-4000:]}"
     return run
+
+
+def run_sweep_in_process(folder: Path, text: str):
+    """Write the sweep file ``text`` into ``folder``, run its cells here (as a worker would) and combine them as
+    ``comparisons/sweep.py`` does; returns the sweep and its ``sweep.nc`` Dataset."""
+    from comparisons.run import run
+    from comparisons.sweep import combine, load_sweep, write_sweep
+    from toolkit.results import open_results
+
+    (folder / "sweep.toml").write_text(text)
+    sweep = load_sweep(folder / "sweep.toml", out=folder / "out")
+    for cell in sweep.cells:
+        run(cell.config, cell.folder, progress=False)
+    write_sweep(sweep, combine(sweep), wall_time_s=0.0)
+    return sweep, open_results(folder / "out")["sweep"].to_dataset()

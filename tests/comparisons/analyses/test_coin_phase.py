@@ -9,8 +9,7 @@ import pytest
 import xarray as xr
 from scipy.spatial.distance import jensenshannon
 
-from comparisons.run import run
-from comparisons.sweep import combine, load_sweep, write_sweep
+from conftest import run_sweep_in_process
 from toolkit.dims import EPISODE, OUTCOME, PAIR, POSITION, PREDICTOR, SCENARIO, STEP
 from toolkit.kinds import TOKENS
 from toolkit.results import open_results
@@ -35,13 +34,7 @@ dim = { architecture = ["learned", "none"] }
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("coin_phase")
-    (folder / "sweep.toml").write_text(TINY)
-    sweep = load_sweep(folder / "sweep.toml", out=folder / "out")
-    for cell in sweep.cells:
-        run(cell.config, cell.folder, progress=False)
-    write_sweep(sweep, combine(sweep), wall_time_s=0.0)
-    return sweep, open_results(folder / "out")["sweep"].to_dataset()
+    return run_sweep_in_process(tmp_path_factory.mktemp("coin_phase"), TINY)
 
 
 def test_every_variable_has_its_dims(tiny):

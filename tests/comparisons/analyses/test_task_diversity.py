@@ -8,9 +8,8 @@ import pytest
 import xarray as xr
 from scipy.spatial.distance import jensenshannon
 
+from conftest import run_sweep_in_process
 from comparisons.analyses.task_diversity import TaskDiversity, first_lasting, mixture_fit, pooled_r
-from comparisons.run import run
-from comparisons.sweep import combine, load_sweep, write_sweep
 from toolkit.dims import EPISODE, FEATURE, OUTCOME, POSITION, PREDICTOR, SCENARIO, STEP
 from toolkit.errors import ConfigError
 from toolkit.kinds import REGRESSION, TOKENS
@@ -202,13 +201,7 @@ profile = "tiny"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("task_diversity")
-    (folder / "sweep.toml").write_text(TINY)
-    sweep = load_sweep(folder / "sweep.toml", out=folder / "out")
-    for cell in sweep.cells:
-        run(cell.config, cell.folder, progress=False)
-    write_sweep(sweep, combine(sweep), wall_time_s=0.0)
-    return sweep, open_results(folder / "out")["sweep"].to_dataset()
+    return run_sweep_in_process(tmp_path_factory.mktemp("task_diversity"), TINY)
 
 
 def test_tiny_sweep_has_every_variable_on_its_dims(tiny):
