@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, ClassVar
 import xarray as xr
 from pydantic import BaseModel, ConfigDict
 
+from toolkit.dims import STEP
 from toolkit.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -175,7 +176,13 @@ def build_analyses(default: str, tables: dict[str, dict]) -> list[Analysis]:
     return [built[n] for n in ordered]
 
 
+def final_step(values: xr.DataArray | xr.Dataset) -> xr.DataArray | xr.Dataset:
+    """``values`` at the final learners: the last ``step`` where checkpoints were evaluated, else as they are."""
+    return values.isel({STEP: -1}) if STEP in values.dims else values
+
+
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["Analysis", "AnalysisSettings", "register_analysis", "available_analyses", "get_analysis", "build_analyses"]
+__all__ = ["Analysis", "AnalysisSettings", "register_analysis", "available_analyses", "get_analysis", "build_analyses",
+           "final_step"]

@@ -28,7 +28,7 @@ import xarray as xr
 from pydantic import Field
 
 from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
-from comparisons.figures import plt, save_figure, scenario_panels, style
+from comparisons.figures import save_figure, scenario_panels, style
 from comparisons.report import fmt, markdown_table
 from toolkit.calibration import ecdf_difference, ecdf_points, uniform_ecdf_band, uniformity_test, xr_reliability
 from toolkit.dims import CALIBRATION_BIN, EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO

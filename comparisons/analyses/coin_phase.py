@@ -31,11 +31,11 @@ import numpy as np
 import xarray as xr
 from pydantic import Field
 
-from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
+from comparisons.analyses import Analysis, AnalysisSettings, final_step, register_analysis
 from comparisons.figures import plt, save_figure
 from comparisons.report import fmt, markdown_table
 from toolkit import metrics as tm
-from toolkit.dims import EPISODE, OUTCOME, PAIR, POSITION, PREDICTOR, SCENARIO, STEP
+from toolkit.dims import EPISODE, OUTCOME, PAIR, POSITION, PREDICTOR, SCENARIO
 from toolkit.errors import ConfigError, MetabayesError
 from toolkit.kinds import TOKENS
 from toolkit.results import open_results
@@ -143,12 +143,9 @@ class CoinPhase(Analysis):
             "units": "nats"}
         return out
 
-    def _final(self, values: xr.DataArray) -> xr.DataArray:
-        return values.isel({STEP: -1}) if STEP in values.dims else values
-
     def _by_architecture(self, ds, sweep, name: str, predictor: str = LEARNER) -> xr.DataArray:
         """``name`` of ``predictor`` at the final step, averaged over every axis but the architecture's."""
-        values = self._final(ds[name]).sel({PREDICTOR: predictor})
+        values = final_step(ds[name]).sel({PREDICTOR: predictor})
         arch = sweep.dims[_arch_dim(sweep)] if _arch_dim(sweep) is not None else None
         others = [d for d in sweep.dims if d != arch]
         return values.mean(others, skipna=True) if others else values
@@ -189,7 +186,7 @@ class CoinPhase(Analysis):
             figures["disagreement against the context's prior probability"] = "figures/phase_disagreement.png"
             save_figure(fig, folder / "phase_disagreement.png")
         at = self._scenario_at(ds, self.settings.q)
-        ce = self._final(ds["cross_entropy"]).sel({SCENARIO: at})
+        ce = final_step(ds["cross_entropy"]).sel({SCENARIO: at})
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         seeds = [d for d in sweep.dims if d != arch]
         mean = _log_binned(ce.mean(seeds, skipna=True) if seeds else ce)
@@ -200,7 +197,7 @@ class CoinPhase(Analysis):
         ax.plot(everyone[POSITION].values, everyone.sel({PREDICTOR: BAYES}).values, color="black", lw=2, label="Bayes")
         ax.plot(everyone[POSITION].values, everyone.sel({PREDICTOR: MIXTURE}).values, "g--", label="best mixture ρ*")
         entropy = (ds["cross_entropy"] - ds["excess_cross_entropy"]).sel({PREDICTOR: LEARNER, SCENARIO: at})
-        entropy = _log_binned(self._final(entropy).mean([d for d in sweep.dims], skipna=True))
+        entropy = _log_binned(final_step(entropy).mean([d for d in sweep.dims], skipna=True))
         ax.plot(entropy[POSITION].values, entropy.values, ":", color="tab:blue", label="H(q)")
         ax.set_xscale("log")
         ax.set_xlabel("position t")
@@ -221,15 +218,15 @@ class CoinPhase(Analysis):
 
     def _bar(self, ds, sweep) -> xr.DataArray:
         """Each learner's mean KL(bayes || learner) per position in-distribution, over its training length."""
-        kl = self._final(ds["kl_from_reference"]).sel({PREDICTOR: LEARNER, SCENARIO: "in_distribution"})
-        length = self._final(ds["training_length"]) if STEP in ds["training_length"].dims else ds["training_length"]
+        kl = final_step(ds["kl_from_reference"]).sel({PREDICTOR: LEARNER, SCENARIO: "in_distribution"})
+        length = final_step(ds["training_length"])
         return kl.where(kl[POSITION] <= length).mean(POSITION, skipna=True)
 
     def sweep_report_section(self, ds, sweep):
         s = self.settings
         arch = sweep.dims[_arch_dim(sweep)] if _arch_dim(sweep) is not None else None
         at = self._scenario_at(ds, s.q)
-        rd = self._final(ds["relative_distance"]).sel({PREDICTOR: LEARNER})
+        rd = final_step(ds["relative_distance"]).sel({PREDICTOR: LEARNER})
         bar = self._bar(ds, sweep)
         lines = [f"## The two-coin phase diagram (q = {s.q:g})", "",
                  f"In-distribution bar: mean KL(bayes‖learner) ≤ {s.bar} nats per position over the training "
@@ -278,7 +275,7 @@ class CoinPhase(Analysis):
         s = self.settings
         arch = sweep.dims[_arch_dim(sweep)] if _arch_dim(sweep) is not None else None
         at = self._scenario_at(ds, s.q)
-        rd = self._final(ds["relative_distance"]).sel({PREDICTOR: LEARNER, SCENARIO: at})
+        rd = final_step(ds["relative_distance"]).sel({PREDICTOR: LEARNER, SCENARIO: at})
         bar = self._bar(ds, sweep)
         passed = int((bar <= s.bar).sum())
         lines = [f"**In-distribution bar**: {passed} of {int(np.isfinite(bar).sum())} learners reach mean "

@@ -34,7 +34,7 @@ import xarray as xr
 from pydantic import Field
 
 from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
-from comparisons.figures import plt, save_figure, scenario_panels, style
+from comparisons.figures import save_figure, scenario_panels, style
 from comparisons.report import fmt, markdown_table
 from toolkit.detection import (
     xr_auc_interval,

@@ -21,11 +21,11 @@ import xarray as xr
 
 from comparisons.analyses import Analysis, register_analysis
 from comparisons.figures import plt, save_figure, scenario_panels, style
+from comparisons.predictors import LEARNER
 from comparisons.report import fmt, markdown_table, position_rows
 from toolkit.dims import EPISODE, POSITION, PREDICTOR, QUANTILE, SCENARIO, Y_GRID
 from toolkit.episodes import Episodes
 
-LEARNER = "learner"
 REFERENCE = "bayes"
 
 

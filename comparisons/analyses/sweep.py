@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
+from comparisons.analyses import Analysis, AnalysisSettings, final_step, register_analysis
 from comparisons.figures import plt, save_figure
 from comparisons.report import fmt, markdown_table
 from toolkit.dims import PREDICTOR, SCENARIO, STEP
@@ -121,9 +121,8 @@ class SweepSummary(Analysis):
     def sweep_report_section(self, ds, sweep):
         values, predictor, scenario = self._selection(ds, sweep)
         dims = list(sweep.dims)
-        table = self._reduced(values, [PREDICTOR, *dims] + ([STEP] if STEP in ds.dims else []))
-        if STEP in table.dims:
-            table = table.isel({STEP: -1})  # the final learners
+        table = self._reduced(values, [PREDICTOR, *_axes(ds, sweep)])
+        table = final_step(table)  # the final learners
         shown = [predictor] + (["bayes"] if predictor != "bayes" and "bayes" in ds[PREDICTOR].values else [])
         rows = []
         for index in itertools.product(*(range(ds.sizes[d]) for d in dims)):
@@ -138,10 +137,8 @@ class SweepSummary(Analysis):
 
     def sweep_answer(self, ds, sweep):
         values, predictor, scenario = self._selection(ds, sweep)
-        dims = list(sweep.dims)
-        one = self._reduced(values.sel({PREDICTOR: predictor}), dims + ([STEP] if STEP in ds.dims else []))
-        if STEP in one.dims:
-            one = one.isel({STEP: -1})
+        one = self._reduced(values.sel({PREDICTOR: predictor}), _axes(ds, sweep))
+        one = final_step(one)
         if not bool(np.isfinite(one).any()):
             return [f"**{self.settings.metric}** of {predictor} on {scenario}: no cell finished."]
         low, high = one.argmin(...), one.argmax(...)

@@ -35,13 +35,12 @@ Fig. 2); w over training per M.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import xarray as xr
 
-from comparisons.analyses import Analysis, AnalysisSettings, register_analysis
+from comparisons.analyses import Analysis, AnalysisSettings, final_step, register_analysis
 from comparisons.figures import plt, save_figure
+from comparisons.predictors import LEARNER
 from comparisons.report import fmt, markdown_table
 from toolkit import metrics as tm
 from toolkit.dims import EPISODE, FEATURE, FIT_MOMENT, OUTCOME, POSITION, PREDICTOR, SCENARIO, STEP
@@ -49,7 +48,6 @@ from toolkit.errors import ConfigError
 from toolkit.kinds import RELATIVE_DISTANCE_MIN_SEPARATION
 from toolkit.summaries import evaluation_mask
 
-LEARNER = "learner"
 GENERALISING = {"regression": "ridge", "tokens": "dirichlet"}  # Bayes under the task distribution, per data kind
 MOMENTS = ("n", "sum_h", "sum_f", "sum_hh", "sum_ff", "sum_hf")
 DISTANCES = ("distance_to_memorising", "distance_to_generalising", "references_distance")
@@ -232,9 +230,6 @@ class TaskDiversity(Analysis):
             return None
         return pool, [d for d in sweep.dims if d != pool]
 
-    def _final(self, values: xr.DataArray) -> xr.DataArray:
-        return values.isel({STEP: -1}) if STEP in values.dims else values
-
     def _mean(self, values: xr.DataArray, dims: list[str]) -> xr.DataArray:
         return values.mean(dims, skipna=True) if dims else values
 
@@ -247,7 +242,7 @@ class TaskDiversity(Analysis):
         out = ds.copy()
         ds = ds.sortby(pool)  # M* is the smallest M: read the axis in increasing order
         sizes = ds[pool].values
-        rd = self._final(ds["task_relative_distance_mean"]).sel({PREDICTOR: learner, SCENARIO: fresh})
+        rd = final_step(ds["task_relative_distance_mean"]).sel({PREDICTOR: learner, SCENARIO: fresh})
 
         def smallest(closer: xr.DataArray) -> xr.DataArray:
             return xr.apply_ufunc(lambda c: sizes[np.argmax(c)].astype(np.float64) if c.any() else np.nan,
@@ -256,7 +251,7 @@ class TaskDiversity(Analysis):
         out["transition_pool_size"] = smallest(rd.transpose(..., pool) > 0)
         out["transition_pool_size"].attrs = {"long_name": f"M*: the smallest {pool} whose learner is closer to the "
                                                           f"generalising predictor on {fresh} at the end of training"}
-        final = {n: self._mean(self._final(ds[f"{n}_mean"]), replicates) for n in DISTANCES}
+        final = {n: self._mean(final_step(ds[f"{n}_mean"]), replicates) for n in DISTANCES}
         mem_mean = final[DISTANCES[0]].sel({PREDICTOR: learner, SCENARIO: fresh})
         gen_mean = final[DISTANCES[1]].sel({PREDICTOR: learner, SCENARIO: fresh})
         out["transition_pool_size_mean"] = smallest(gen_mean < mem_mean)
@@ -310,7 +305,7 @@ class TaskDiversity(Analysis):
             for name, label, style in ((DISTANCES[0], f"learner to {mem} (memorising)", dict(color="tab:blue", marker="o")),
                                        (DISTANCES[1], f"learner to {gen} (generalising)", dict(color="tab:orange", marker="s")),
                                        (DISTANCES[2], f"{mem} to {gen}", dict(color="grey", ls="--"))):
-                values = self._final(ds[f"{name}_mean"]).sel({SCENARIO: s})
+                values = final_step(ds[f"{name}_mean"]).sel({SCENARIO: s})
                 if PREDICTOR in values.dims:
                     values = values.sel({PREDICTOR: learner})
                 mean = self._mean(values, replicates)
@@ -363,7 +358,7 @@ class TaskDiversity(Analysis):
                             if replicates else fmt(v, 3))
         rows = []
         for m in ds[pool].values:
-            one = self._final(ds.sel({pool: m}))
+            one = final_step(ds.sel({pool: m}))
             at = lambda n: one[n].sel({PREDICTOR: learner, SCENARIO: fresh})  # noqa: E731
             row = [str(m), spread(at("distance_to_memorising_mean")), spread(at("distance_to_generalising_mean")),
                    fmt(self._mean(one["references_distance_mean"].sel({SCENARIO: fresh}), replicates), 3),
@@ -395,7 +390,7 @@ class TaskDiversity(Analysis):
         seeds = ", ".join(fmt(v, 0) for v in per)
         mean = float(ds["transition_pool_size_mean"])
         learner, fresh = self._learner(ds), self.settings.fresh
-        rd = self._mean(self._final(ds["task_relative_distance_mean"]).sel({PREDICTOR: learner, SCENARIO: fresh}),
+        rd = self._mean(final_step(ds["task_relative_distance_mean"]).sel({PREDICTOR: learner, SCENARIO: fresh}),
                         replicates)
         lines = [f"**M*** (smallest M closer to the generalising predictor on {fresh} at the end of training): "
                  f"{fmt(mean, 0)} from the mean distances; per {', '.join(replicates) or 'cell'}: {seeds}. Relative "

@@ -20,13 +20,13 @@ import xarray as xr
 
 from comparisons.analyses import Analysis, register_analysis
 from comparisons.figures import plt, save_figure, style
+from comparisons.predictors import LEARNER
 from comparisons.report import fmt, markdown_table
 from toolkit.dims import EPISODE, OUTCOME, POSITION, PREDICTOR, SCENARIO
 from toolkit.errors import MetabayesError
 from toolkit.kinds import TOKENS
 from toolkit.oracles import component_log_prob
 
-LEARNER = "learner"
 REFERENCE, MIXTURE = "bayes", "best_mixture"
 
 
