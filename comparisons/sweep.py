@@ -1,7 +1,7 @@
 """Sweeps: an experiment over a grid of config values, each cell an ordinary run, on Dask distributed.
 
     python comparisons/sweep.py --config comparisons/sweeps/NAME.toml [--set key=value ...] [--out DIR]
-                                [--scheduler ADDRESS] [--workers N] [--dry-run] [--no-progress]
+                                [--scheduler ADDRESS] [--workers N] [--dry-run] [--recombine] [--no-progress]
 
 A sweep file names a base experiment (``[base]``: a config path or inline tables, a profile,
 ``set`` overrides) and ``[sweep]`` axes: any config key mapped to a list of values, combined as a
@@ -15,7 +15,9 @@ records its error (one line, in ``sweep.nc`` and the report; the whole text in i
 and the others go on. ``DIR/sweep.nc`` holds every cell's metrics with each sweep axis a dim whose
 coordinates are the axis values (plus ``step`` with ``learner.training.eval_steps``), each cell's
 provenance beside them; ``report.md`` and ``figures/`` come from the analyses' sweep hooks (the
-``sweep`` summary analysis always). Exit codes: 0 all cells done, 2 a bad sweep file (nothing ran),
+``sweep`` summary analysis always); a rerun with every cell finished keeps them while the cells' runs,
+the sweep's analyses and the code are those they were combined from (``--recombine``: write them
+anyway). Local workers take the settings of ``comparisons/dask.yaml``. Exit codes: 0 all cells done, 2 a bad sweep file (nothing ran),
 100 + the number of failed cells (up to 125) otherwise.
 """
 
@@ -48,7 +50,7 @@ from comparisons.config import (  # noqa: E402
     read_toml,
     validate,
 )
-from toolkit.errors import ConfigError, MetabayesError  # noqa: E402
+from toolkit.errors import ConfigError, DataError, MetabayesError  # noqa: E402
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
 FAILED_EXIT_BASE = 100  # exit code 100 + the number of failed cells, capped at 125
@@ -333,11 +335,11 @@ def config_key(cfg: RunConfig) -> str:
 
 
 def finished(cell: Cell) -> bool:
-    """Whether the cell's folder holds the whole results of exactly this config."""
-    from toolkit.results import open_results
+    """Whether the cell's folder holds the whole results of exactly this config (its manifest says so)."""
+    from toolkit.results import current_manifest
 
     try:
-        return open_results(cell.folder).attrs["config_hash"] == cell.key
+        return current_manifest(cell.folder)["config_hash"] == cell.key
     except MetabayesError:
         return False
 
@@ -367,6 +369,7 @@ def run_cell(payload: dict[str, Any]) -> dict[str, Any]:
 
 def _client(scheduler: str | None, workers: int | None):
     """A Dask client: joined to ``scheduler``, or on a LocalCluster of ``workers`` processes (one cell each)."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -376,9 +379,26 @@ def _client(scheduler: str | None, workers: int | None):
             raise ConfigError(f"--scheduler {scheduler}: no Dask scheduler answers there ({exc}); start one "
                               "(`dask scheduler`) or leave --scheduler out for a local cluster") from None
     workers = workers or os.cpu_count() or 1
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=40, env=worker_environment(workers))
+    with dask.config.set(worker_config()):  # read as the nannies start (and restart) their workers
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=40, env=worker_environment(workers))
     return Client(cluster), cluster
+
+
+WORKER_SETTINGS = Path(__file__).with_name("dask.yaml")  # Dask settings for cells' workers (see the file)
+
+
+def worker_config() -> dict[str, Any]:
+    """``comparisons/dask.yaml`` as dotted Dask config keys, for ``dask.config.set``."""
+    import yaml
+
+    def dotted(tree: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for key, value in tree.items():
+            out.update(dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        return out
+
+    return dotted(yaml.safe_load(WORKER_SETTINGS.read_text(encoding="utf-8")))
 
 
 def worker_environment(workers: int) -> dict[str, str]:
@@ -450,6 +470,7 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
     import numpy as np
     import xarray as xr
 
+    from toolkit.io import read_attrs
     from toolkit.results import open_results
 
     statuses = statuses or {}
@@ -462,14 +483,14 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
         provenance["config"][cell.index] = json.dumps(cell.config.model_dump(mode="json"), sort_keys=True)
         status = statuses.get(cell.key)
         try:
-            tree = open_results(cell.folder)
+            tree = open_results(cell.folder, nodes=("metrics",))
+            comparison_attrs = _stamp_checked(read_attrs(cell.folder / "comparison.nc"), tree.attrs, cell)
         except MetabayesError as exc:
             error = (status or {}).get("error") or str(exc)
             provenance["cell_status"][cell.index] = "failed" if status else "missing"
             provenance["cell_error"][cell.index] = error
             continue
         metrics = tree["metrics"].to_dataset()
-        comparison_attrs = tree["comparison"].to_dataset().attrs
         parts[cell.index] = metrics
         template = metrics if template is None else template
         provenance["cell_status"][cell.index] = (status or {"status": "reused"})["status"]
@@ -507,6 +528,44 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
     return stacked
 
 
+def combined_hash(sweep: Sweep) -> str:
+    """What ``sweep.nc`` is made from: every cell's config and current run, the sweep's analyses, the code."""
+    from toolkit.io import git_commit
+    from toolkit.results import config_hash, current_manifest
+
+    runs = []
+    for cell in sweep.cells:
+        try:
+            runs.append(current_manifest(cell.folder)["run_id"])
+        except MetabayesError:
+            runs.append("")
+    return config_hash({"cells": [c.key for c in sweep.cells], "runs": runs, "analysis": sweep.analysis_tables,
+                        "code": git_commit()})
+
+
+def up_to_date(sweep: Sweep) -> list[str] | None:
+    """The answer of the sweep's current report if ``sweep.nc`` was combined from exactly these cells' runs
+    with this code and these analyses (so combining again would write the same); else None."""
+    from toolkit.results import current_manifest
+
+    try:
+        if current_manifest(sweep.out)["config_hash"] != combined_hash(sweep):
+            return None
+        report = (sweep.out / "report.md").read_text(encoding="utf-8").split("\n## ")
+    except (MetabayesError, OSError):
+        return None
+    section = next((part for part in report if part.startswith("Answer")), "")
+    return [line[2:] for line in section.splitlines() if line.startswith("- ")]
+
+
+def _stamp_checked(attrs: dict, manifest: dict, cell: Cell) -> dict:
+    """``attrs`` of a cell's comparison.nc if they are of its current run (the manifest's), else a DataError."""
+    if (attrs.get("run_id"), attrs.get("config_hash")) != (manifest["run_id"], manifest["config_hash"]):
+        raise DataError(f"{cell.folder}/comparison.nc belongs to run {attrs.get('run_id')}, not to the cell's "
+                        f"current run {manifest['run_id']} (a mixed result set); delete the cell's folder to rerun it")
+    return attrs
+
+
 def write_sweep(sweep: Sweep, ds, *, wall_time_s: float) -> tuple[Path, list[str]]:
     """``sweep.nc``, ``report.md`` and ``figures/`` of the sweep, as one transaction; returns the answer lines."""
     import numpy as np
@@ -515,12 +574,12 @@ def write_sweep(sweep: Sweep, ds, *, wall_time_s: float) -> tuple[Path, list[str
     from comparisons.plan import build_prior
     from comparisons.report import markdown_table
     from toolkit.io import write_netcdf, write_text
-    from toolkit.results import ResultWriter, config_hash, new_run_id
+    from toolkit.results import ResultWriter, new_run_id
 
     default = build_prior(sweep.base).data_kind.default_analysis
     tables = {**sweep.base.analysis, "sweep": {}, **sweep.analysis_tables}
     analyses = build_analyses(default, tables)
-    results = ResultWriter(sweep.out, run_id=new_run_id(), config_hash=config_hash({"cells": [c.key for c in sweep.cells]}))
+    results = ResultWriter(sweep.out, run_id=new_run_id(), config_hash=combined_hash(sweep))
     results.begin()
     figures, sections, answer = {}, [], []
     for analysis in analyses:
@@ -565,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
     parser.add_argument("--workers", type=int, help="local cluster: worker processes (default: the CPU count)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and where each goes; run nothing")
+    parser.add_argument("--recombine", action="store_true",
+                        help="combine the cells into sweep.nc and the report even when they are up to date")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -584,8 +645,11 @@ def main(argv: list[str] | None = None) -> int:
 
         check_out(sweep.out)
         statuses = run_sweep(sweep, scheduler=args.scheduler, workers=args.workers, progress=not args.no_progress)
-        ds = combine(sweep, statuses)
-        path, answer = write_sweep(sweep, ds, wall_time_s=time.perf_counter() - start)
+        reused = all(s["status"] == "reused" for s in statuses.values())
+        answer = None if args.recombine or not reused else up_to_date(sweep)
+        kept, path = answer is not None, sweep.out / "sweep.nc"
+        if not kept:
+            path, answer = write_sweep(sweep, combine(sweep, statuses), wall_time_s=time.perf_counter() - start)
     except MetabayesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -596,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(answer))
     ran = sum(s["status"] == "done" for s in statuses.values())
     print(f"\n{len(sweep.cells)} cells: {ran} run, {len(sweep.cells) - ran - len(failed)} reused, {len(failed)} failed; "
-          f"wrote {path} in {time.perf_counter() - start:.0f} s")
+          f"{'kept (up to date with its cells; --recombine to write it again)' if kept else 'wrote'} {path} in "
+          f"{time.perf_counter() - start:.0f} s")
     for status in failed:
         print(f"failed {status['key']}: {status['error']}", file=sys.stderr)
     return min(FAILED_EXIT_BASE + len(failed), 125) if failed else 0

@@ -123,6 +123,16 @@ def read_netcdf(path: str | os.PathLike) -> xr.Dataset:
     return ds
 
 
+def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The global attrs of a netCDF file, without reading its variables (a run's provenance, cheaply)."""
+    path = Path(path)
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            return dict(ds.attrs)
+    except Exception as exc:  # noqa: BLE001 - any decoding failure means a damaged file
+        raise DataError(f"{path} is not a readable netCDF file ({exc}); rerun the experiment to rewrite it") from None
+
+
 def provenance(**extra) -> dict[str, Any]:
     """Creation time, toolkit version and git commit, plus ``extra``."""
     from . import __version__

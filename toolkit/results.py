@@ -27,6 +27,7 @@ import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import xarray as xr
@@ -167,7 +168,8 @@ def clean(directory) -> None:
             _remove(path)
 
 
-def open_results(directory, *, verify: bool = False) -> xr.DataTree:
+def open_results(directory, *, verify: bool = False,
+                 nodes: Collection[str] = ("comparison", "metrics", "sweep", "mcmc")) -> xr.DataTree:
     """The current result set of a run directory, as one DataTree, after checking it is whole and of one run.
 
     Nodes: ``/comparison``, ``/metrics`` and ``/mcmc/<scenario>`` (each ArviZ
@@ -181,6 +183,9 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
         A run's ``--out`` folder.
     verify : bool
         Also check every file's sha256 against the manifest (reads every byte).
+    nodes : collection of {"comparison", "metrics", "sweep", "mcmc"}
+        The files to read (all by default); e.g. ``("metrics",)`` for a run's summaries without its
+        per-episode comparison. The whole set is checked either way.
 
     Raises
     ------
@@ -195,7 +200,47 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
     >>> tree["comparison"].ds.log_score.sel(predictor="bayes")  # doctest: +SKIP
     """
     directory = Path(directory)
-    rerun = f"rerun `python comparisons/run.py --out {directory}` (with the run's --config) to rewrite it"
+    rerun = _rerun(directory)
+    folder = current_folder(directory)
+    manifest = current_manifest(directory, verify=verify)
+    unknown = set(nodes) - {"comparison", "metrics", "sweep", "mcmc"}
+    if unknown:
+        raise ValueError(f"open_results: unknown nodes {sorted(unknown)}; choose from comparison, metrics, sweep, mcmc")
+    if "comparison.nc" not in manifest["files"] and "sweep.nc" not in manifest["files"]:
+        raise DataError(f"{folder} has no comparison.nc (nor a sweep's sweep.nc); {rerun}")
+    read: dict[str, xr.Dataset] = {}
+    for name in ("comparison", "metrics", "sweep"):
+        if name in nodes and f"{name}.nc" in manifest["files"]:
+            read[f"/{name}"] = _stamped(read_netcdf(folder / f"{name}.nc"), folder / f"{name}.nc", manifest, rerun)
+    tree = xr.DataTree.from_dict(read)
+    mcmc_files = manifest["files"] if "mcmc" in nodes else {}
+    for rel in sorted(r for r in mcmc_files if r.startswith("mcmc/") and r.endswith(".nc")):
+        path = folder / rel
+        try:
+            with xr.open_datatree(path, engine=ENGINE) as mcmc:
+                mcmc = mcmc.load()
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means a damaged file
+            raise DataError(f"{path} is not a readable InferenceData file ({exc}); {rerun}") from None
+        _stamped(mcmc["posterior"].to_dataset() if "posterior" in mcmc.children else xr.Dataset(), path, manifest, rerun)
+        tree[f"mcmc/{Path(rel).stem}"] = mcmc
+    tree.attrs = {k: v for k, v in manifest.items() if k not in ("files", "format")}
+    return tree
+
+
+def current_manifest(directory, *, verify: bool = False) -> dict[str, Any]:
+    """The manifest of a run directory's current result set, after checking the set is whole (no file is read).
+
+    The checks of `open_results` short of opening the files: a manifest, and every file it lists present at
+    its size (with ``verify``, its sha256 too). Enough to tell whether a run finished, and with which config
+    (``manifest["config_hash"]``), at the cost of one small JSON file.
+
+    Raises
+    ------
+    DataError
+        As `open_results`, for a directory without results or with an incomplete set.
+    """
+    directory = Path(directory)
+    rerun = _rerun(directory)
     folder = current_folder(directory)
     if folder is None:
         if (directory / "comparison.nc").is_file():
@@ -210,24 +255,11 @@ def open_results(directory, *, verify: bool = False) -> xr.DataTree:
             raise DataError(f"{path} is missing or not the file its run wrote (the result set is incomplete); {rerun}")
         if verify and file_sha256(path) != info["sha256"]:
             raise DataError(f"{path} differs from the file its run wrote (sha256); {rerun}")
-    nodes: dict[str, xr.Dataset] = {}
-    for name in ("comparison", "metrics", "sweep"):
-        if f"{name}.nc" in manifest["files"]:
-            nodes[f"/{name}"] = _stamped(read_netcdf(folder / f"{name}.nc"), folder / f"{name}.nc", manifest, rerun)
-    if "/comparison" not in nodes and "/sweep" not in nodes:
-        raise DataError(f"{folder} has no comparison.nc (nor a sweep's sweep.nc); {rerun}")
-    tree = xr.DataTree.from_dict(nodes)
-    for rel in sorted(r for r in manifest["files"] if r.startswith("mcmc/") and r.endswith(".nc")):
-        path = folder / rel
-        try:
-            with xr.open_datatree(path, engine=ENGINE) as mcmc:
-                mcmc = mcmc.load()
-        except Exception as exc:  # noqa: BLE001 - any decoding failure means a damaged file
-            raise DataError(f"{path} is not a readable InferenceData file ({exc}); {rerun}") from None
-        _stamped(mcmc["posterior"].to_dataset() if "posterior" in mcmc.children else xr.Dataset(), path, manifest, rerun)
-        tree[f"mcmc/{Path(rel).stem}"] = mcmc
-    tree.attrs = {k: v for k, v in manifest.items() if k not in ("files", "format")}
-    return tree
+    return manifest
+
+
+def _rerun(directory: Path) -> str:
+    return f"rerun `python comparisons/run.py --out {directory}` (with the run's --config) to rewrite it"
 
 
 def _manifest(folder: Path, rerun: str) -> dict[str, Any]:
@@ -258,5 +290,5 @@ def _stamped(ds: xr.Dataset, path: Path, manifest: dict, rerun: str):
     return ds
 
 
-__all__ = ["ResultWriter", "open_results", "clean", "current_folder", "new_run_id", "config_hash", "STORE", "CURRENT",
+__all__ = ["ResultWriter", "open_results", "current_manifest", "clean", "current_folder", "new_run_id", "config_hash", "STORE", "CURRENT",
            "MANIFEST", "ENTRIES"]

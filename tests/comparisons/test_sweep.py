@@ -81,6 +81,31 @@ def test_local_workers_share_the_cores():
     assert worker_environment(1)["OMP_NUM_THREADS"] == str(cores)
 
 
+
+def _worker_settings():
+    import dask
+
+    return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), dask.config.get("distributed.worker.profile.enabled"),
+            os.environ.get("OMP_NUM_THREADS"))
+
+
+def test_local_workers_take_the_settings_of_dask_yaml():
+    """The local cluster's workers start without Dask's malloc trim threshold and its profiler, as the file says."""
+    import dask
+    import distributed  # noqa: F401 - loads distributed's defaults into dask.config
+
+    from comparisons.sweep import _client, worker_config
+
+    assert worker_config() == {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                               "distributed.worker.profile.enabled": False}
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None  # Dask's own
+    client, cluster = _client(None, 1)
+    try:
+        assert client.submit(_worker_settings, pure=False).result() == (None, False, str(os.cpu_count() or 1))
+    finally:
+        client.close()
+        cluster.close()
+
 BAD_SWEEPS = {
     "an unknown key of the sweep file": ('"learner.training.seed" = [0]\n[extra]\na = 1\n', "sweep key extra: is not a known key"),
     "an empty axis": ('"learner.training.seed" = []\n', "sweep key sweep.learner.training.seed: the axis is empty"),
@@ -243,3 +268,31 @@ def test_a_failing_cell_fails_alone_and_the_exit_code_counts_it(tmp_path, capsys
     code = main(["--config", str(path), "--out", str(out), "--workers", "1", "--no-progress"])
     assert code == 101 and "1 reused, 1 failed" in capsys.readouterr().out
     assert time.perf_counter() - start < 60
+
+
+def test_a_finished_sweep_keeps_its_combine_until_a_cell_or_an_analysis_changes(tmp_path, capsys):
+    """A rerun with every cell finished starts no cluster and, when nothing it is made of changed, keeps
+    sweep.nc and the report; another analysis setting, a cell run again, or --recombine writes them anew."""
+    from tests.conftest import run_sweep_in_process
+
+    text = BASE + '\n[sweep]\n"learner.training.seed" = [0, 1]\n'
+    sweep, ds = run_sweep_in_process(tmp_path, text)
+    args = ["--config", str(tmp_path / "sweep.toml"), "--out", str(tmp_path / "out"), "--no-progress"]
+
+    def rerun(*extra):
+        assert main([*args, *extra]) == 0
+        out = capsys.readouterr().out
+        assert "0 run, 2 reused, 0 failed" in out
+        return open_results(tmp_path / "out").attrs["run_id"], out
+
+    first, out = rerun()
+    assert first == ds.attrs["run_id"]
+    assert "kept (up to date with its cells" in out and "cross_entropy_mean" in out  # the report's answer, again
+    assert rerun("--recombine")[0] != first
+    third = rerun()[0]
+    changed, _ = rerun("--set", 'analysis.sweep.metric="kl_from_reference_mean"')
+    assert changed != third
+    from comparisons.run import run
+
+    run(sweep.cells[0].config, sweep.cells[0].folder, progress=False)  # a new run of a cell: a new combine
+    assert rerun("--set", 'analysis.sweep.metric="kl_from_reference_mean"')[0] != changed

@@ -15,7 +15,8 @@ import xarray as xr
 
 from toolkit.errors import DataError
 from toolkit.io import read_netcdf, write_inference_data, write_netcdf, write_text
-from toolkit.results import CURRENT, MANIFEST, STORE, ResultWriter, clean, config_hash, new_run_id, open_results
+from toolkit.results import (CURRENT, MANIFEST, STORE, ResultWriter, clean, config_hash, current_manifest, new_run_id,
+                             open_results)
 
 
 def datasets(seed: int):
@@ -63,6 +64,26 @@ def test_a_new_run_replaces_the_old_and_removes_it(tmp_path):
     assert not first.folder.exists() and [p.name for p in (tmp_path / STORE).iterdir()] == [second.run_id]
     assert not (tmp_path / "mcmc").exists(), "the old run's mcmc/ must not outlive it"
     xr.testing.assert_equal(open_results(tmp_path)["metrics"].to_dataset().drop_attrs(), datasets(1)[1])
+
+
+def test_chosen_nodes_and_the_manifest_alone_read_less_but_check_the_whole_set(tmp_path):
+    writer = write_run(tmp_path, 0)
+    tree = open_results(tmp_path, nodes=("metrics",))
+    assert set(tree.children) == {"metrics"} and tree.attrs["run_id"] == writer.run_id
+    xr.testing.assert_equal(tree["metrics"].to_dataset().drop_attrs(), datasets(0)[1])
+    assert set(open_results(tmp_path, nodes=("comparison", "mcmc")).children) == {"comparison", "mcmc"}
+    manifest = current_manifest(tmp_path)
+    assert (manifest["run_id"], manifest["config_hash"]) == (writer.run_id, writer.config_hash)
+    assert set(manifest["files"]) >= {"comparison.nc", "metrics.nc", "mcmc/in_distribution.nc", "report.md"}
+    with pytest.raises(ValueError, match="unknown nodes \\['metric'\\]"):
+        open_results(tmp_path, nodes=("metric",))
+    comparison = writer.path("comparison.nc")
+    comparison.write_bytes(comparison.read_bytes()[:100])  # a file not read is still checked
+    for opened in (lambda: open_results(tmp_path, nodes=("metrics",)), lambda: current_manifest(tmp_path)):
+        with pytest.raises(DataError, match="comparison.nc is missing or not the file its run wrote"):
+            opened()
+    with pytest.raises(DataError, match="holds no results"):
+        current_manifest(tmp_path / "elsewhere")
 
 
 def test_an_incomplete_or_mixed_set_is_refused_with_the_fix(tmp_path):
