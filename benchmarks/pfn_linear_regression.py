@@ -41,6 +41,8 @@ import learners  # noqa: E402  (before torch: sets torch's OpenMP wait policy)
 import priors  # noqa: E402
 import toolkit  # noqa: E402
 import torch  # noqa: E402
+from toolkit.dims import QUANTILE  # noqa: E402
+from toolkit.metrics import coverage  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- pfn_linear_regression:start -->", "<!-- pfn_linear_regression:end -->"
@@ -56,14 +58,21 @@ TARGETS = {"mean_avg": 0.05, "mean_max": 0.1, "nll_excess": 0.05}
 
 
 def evaluate(learner, bayes, prior, *, d: int, num_episodes: int, key) -> dict[str, np.ndarray]:
-    """Per-position comparison on ``num_episodes`` fresh episodes of length 2d + 1."""
+    """Per-position comparison on ``num_episodes`` fresh episodes of length 2d + 1.
+
+    ``learner`` is any predictor whose ``predict`` gives ``mean``, ``log_score`` and ``quantile_value`` (the
+    learners' and the toolkit's predictors, or the peer PFN of ``peer_pfns.py``); every entry is a
+    per-position array, ``coverage90`` the fraction of realised y inside the learner's 0.05..0.95 band.
+    """
     episodes = prior.sample(key, num_episodes, 2 * d + 1)
     got, want = learner.predict(episodes), bayes.predict(episodes)
     sq = (got["mean"].values - want["mean"].values) ** 2 / d  # (episode, position)
     nll_l, nll_b = -got["log_score"].values, -want["log_score"].values
     excess = nll_l - nll_b
     n = num_episodes
+    band = got["quantile_value"].sel({QUANTILE: [0.05, 0.95]}).values  # (episode, position, 2)
     return {
+        "coverage90": coverage(episodes.y, band[..., 0], band[..., 1], axis=0),
         "mean_sq": sq.mean(0),
         "mean_sq_se": sq.std(0, ddof=1) / np.sqrt(n),
         "nll_learner": nll_l.mean(0),
@@ -99,7 +108,6 @@ def report(
         "mean_max": mean_max <= TARGETS["mean_max"],
         "nll_excess": abs(nll_excess) <= TARGETS["nll_excess"],
     }
-    mark = lambda b: "met" if b else "**missed**"  # noqa: E731
     lines = [
         "## PFN learner against exact Bayes on linear regression (`benchmarks/pfn_linear_regression.py`)",
         "",
@@ -131,12 +139,17 @@ def report(
         f"**{nll_excess:+.3f}** ± {float(ev['nll_excess_avg_se']):.3f} |",
         "",
         f"Targets: squared mean difference / d averaged over positions 1..{2 * d + 1} <= {TARGETS['mean_avg']} "
-        f"({mark(ok['mean_avg'])}: {mean_avg:.4f}), at every position <= {TARGETS['mean_max']} "
-        f"({mark(ok['mean_max'])}: largest {mean_max:.4f}), NLL within {TARGETS['nll_excess']} nats of Bayes "
-        f"({mark(ok['nll_excess'])}: {nll_excess:+.3f}).",
+        f"({verdict(ok['mean_avg'])}: {mean_avg:.4f}), at every position <= {TARGETS['mean_max']} "
+        f"({verdict(ok['mean_max'])}: largest {mean_max:.4f}), NLL within {TARGETS['nll_excess']} nats of Bayes "
+        f"({verdict(ok['nll_excess'])}: {nll_excess:+.3f}).",
         "",
     ]
     return lines
+
+
+def verdict(ok: bool) -> str:
+    """How a target reads in RESULTS.md: met, or missed in bold."""
+    return "met" if ok else "**missed**"
 
 
 def _loss_points(loss_log, count: int = 6) -> list[tuple[int, float]]:
