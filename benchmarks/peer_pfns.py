@@ -79,7 +79,8 @@ PFNS_WARMUP_EPOCHS = 10  # pfns' default
 # The curriculum of the cpu profile (pfn_linear_regression.CPU_CURRICULUM) ends at step 1200 of 10,500; in a 5-minute budget of ~3500
 # steps it took a third of the run. Stages of 150 steps instead of 300 left the loss plateau sooner: NLL gap
 # 0.84 at step 794 against 1.40 at step 1121, 0.098 after 3810 steps (358 s) against 0.159 after 3108 (293 s);
-# batch 128 instead of 64 did worse (0.487 after 1828 steps, 255 s). Measured with --skip-pfns --budget 300.
+# batch 128 instead of 64 did worse (0.487 after 1828 steps, 255 s), and so did lr 5e-3 (0.263 after 1871 steps,
+# 230 s) and 6 layers (0.249 after 3140 steps, 287 s). Measured with --skip-pfns --budget 300 --ours KEY=VALUE.
 PEER_CURRICULUM = "1:150,2:300,3:450,4:600"
 TARGETS = {"gap_ratio": 0.5, "speed_ratio": 2.0, "gap": 0.05, "budget_s": 300.0}
 
