@@ -17,8 +17,8 @@ coordinates are the axis values (plus ``step`` with ``learner.training.eval_step
 provenance beside them; ``report.md`` and ``figures/`` come from the analyses' sweep hooks (the
 ``sweep`` summary analysis always); a rerun with every cell finished keeps them while the cells' runs,
 the sweep's analyses and the code are those they were combined from (``--recombine``: write them
-anyway). Local workers take the settings of ``comparisons/dask.yaml``. Exit codes: 0 all cells done, 2 a bad sweep file (nothing ran),
-100 + the number of failed cells (up to 125) otherwise.
+anyway). Local workers take the settings of ``comparisons/dask.yaml``. Exit codes: 0 all cells done,
+2 a bad sweep file (nothing ran), 100 + the number of failed cells (up to 125) otherwise.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from comparisons.config import (  # noqa: E402
     read_toml,
     validate,
 )
-from toolkit.errors import ConfigError, DataError, MetabayesError  # noqa: E402
+from toolkit.errors import ConfigError, MetabayesError  # noqa: E402
 
 SWEEP_DIR = Path(__file__).resolve().parent / "sweeps"
 FAILED_EXIT_BASE = 100  # exit code 100 + the number of failed cells, capped at 125
@@ -470,8 +470,7 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
     import numpy as np
     import xarray as xr
 
-    from toolkit.io import read_attrs
-    from toolkit.results import open_results
+    from toolkit.results import current_attrs, open_results
 
     statuses = statuses or {}
     parts, template = {}, None
@@ -484,7 +483,7 @@ def combine(sweep: Sweep, statuses: dict[str, dict] | None = None):
         status = statuses.get(cell.key)
         try:
             tree = open_results(cell.folder, nodes=("metrics",))
-            comparison_attrs = _stamp_checked(read_attrs(cell.folder / "comparison.nc"), tree.attrs, cell)
+            comparison_attrs = current_attrs(cell.folder, "comparison", tree.attrs)
         except MetabayesError as exc:
             error = (status or {}).get("error") or str(exc)
             provenance["cell_status"][cell.index] = "failed" if status else "missing"
@@ -556,14 +555,6 @@ def up_to_date(sweep: Sweep) -> list[str] | None:
         return None
     section = next((part for part in report if part.startswith("Answer")), "")
     return [line[2:] for line in section.splitlines() if line.startswith("- ")]
-
-
-def _stamp_checked(attrs: dict, manifest: dict, cell: Cell) -> dict:
-    """``attrs`` of a cell's comparison.nc if they are of its current run (the manifest's), else a DataError."""
-    if (attrs.get("run_id"), attrs.get("config_hash")) != (manifest["run_id"], manifest["config_hash"]):
-        raise DataError(f"{cell.folder}/comparison.nc belongs to run {attrs.get('run_id')}, not to the cell's "
-                        f"current run {manifest['run_id']} (a mixed result set); delete the cell's folder to rerun it")
-    return attrs
 
 
 def write_sweep(sweep: Sweep, ds, *, wall_time_s: float) -> tuple[Path, list[str]]:

@@ -25,15 +25,15 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Collection
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Collection
 from typing import Any
 
 import xarray as xr
 
 from .errors import DataError
-from .io import ENGINE, read_netcdf, write_text
+from .io import ENGINE, read_attrs, read_netcdf, write_text
 
 STORE = ".results"  # each run's staged files, one folder per run id
 CURRENT = "latest"  # the symbolic link to the current run's folder
@@ -258,6 +258,23 @@ def current_manifest(directory, *, verify: bool = False) -> dict[str, Any]:
     return manifest
 
 
+def current_attrs(directory, name: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The global attrs of ``name``.nc of the current result set, without its variables (a run's provenance).
+
+    Checked as `open_results` checks a file it reads: the set whole (``manifest``, when given, is the one
+    `current_manifest` returned for it) and the file stamped with the set's run id and config hash.
+
+    Raises
+    ------
+    DataError
+        As `open_results`: no results, an incomplete or mixed set, an unreadable file.
+    """
+    directory = Path(directory)
+    manifest = current_manifest(directory) if manifest is None else manifest
+    path = current_folder(directory) / f"{name}.nc"
+    return _stamped(xr.Dataset(attrs=read_attrs(path)), path, manifest, _rerun(directory)).attrs
+
+
 def _rerun(directory: Path) -> str:
     return f"rerun `python comparisons/run.py --out {directory}` (with the run's --config) to rewrite it"
 
@@ -290,5 +307,5 @@ def _stamped(ds: xr.Dataset, path: Path, manifest: dict, rerun: str):
     return ds
 
 
-__all__ = ["ResultWriter", "open_results", "current_manifest", "clean", "current_folder", "new_run_id", "config_hash", "STORE", "CURRENT",
-           "MANIFEST", "ENTRIES"]
+__all__ = ["ResultWriter", "open_results", "current_manifest", "current_attrs", "clean", "current_folder", "new_run_id",
+           "config_hash", "STORE", "CURRENT", "MANIFEST", "ENTRIES"]

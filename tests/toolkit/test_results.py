@@ -15,8 +15,8 @@ import xarray as xr
 
 from toolkit.errors import DataError
 from toolkit.io import read_netcdf, write_inference_data, write_netcdf, write_text
-from toolkit.results import (CURRENT, MANIFEST, STORE, ResultWriter, clean, config_hash, current_manifest, new_run_id,
-                             open_results)
+from toolkit.results import (CURRENT, MANIFEST, STORE, ResultWriter, clean, config_hash, current_attrs, current_manifest,
+                             new_run_id, open_results)
 
 
 def datasets(seed: int):
@@ -112,8 +112,10 @@ def test_a_mixed_file_of_the_same_size_is_caught_by_its_run_id(tmp_path):
     manifest = json.loads(writer.path(MANIFEST).read_text())
     manifest["files"]["comparison.nc"]["bytes"] = writer.path("comparison.nc").stat().st_size
     writer.path(MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match="belongs to run 20990101T000000Z-000000, not to run .* \\(a mixed result set\\)"):
-        open_results(tmp_path)
+    for opened in (lambda: open_results(tmp_path), lambda: current_attrs(tmp_path, "comparison")):
+        with pytest.raises(DataError, match="belongs to run 20990101T000000Z-000000, not to run .* \\(a mixed result set\\)"):
+            opened()
+    assert current_attrs(tmp_path, "metrics")["run_id"] == writer.run_id  # its own file is of its run
 
 
 def test_no_results_and_an_earlier_layout_name_the_fix(tmp_path):
