@@ -288,7 +288,9 @@ def calibrate_pfns(prior, seed: int, lr: float, epochs: int = 10) -> tuple[float
 def parse_setting(item: str) -> tuple[str, object]:
     """``"batch_size=128"`` -> ``("batch_size", 128)``, typed as the profile's value (``compile``: a bool)."""
     key, _, text = item.partition("=")
-    defaults = {**CPU_MODEL, **CPU_TRAIN, "compile": True, "curriculum": PEER_CURRICULUM}
+    tunable = ("min_lr_ratio", "beta1", "beta2", "grad_clip")  # TrainConfig fields the profile leaves at their defaults
+    defaults = {**{k: getattr(learners.TrainConfig(), k) for k in tunable}, **CPU_MODEL, **CPU_TRAIN, "compile": True,
+                "curriculum": PEER_CURRICULUM}
     if key not in defaults:
         raise SystemExit(f"--ours {item}: unknown setting {key!r}; known: {', '.join(sorted(defaults))}")
     kind = type(defaults[key])

@@ -120,9 +120,9 @@ EXPLICIT_MASKED_ATTENTION_MAX_T = 48
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax attention of queries ``q`` over keys ``k`` and values ``v``, each (B, H, T, hs).
+    """Softmax attention of queries ``q`` (B, H, Tq, hs) over keys ``k`` and values ``v`` (B, H, Tk, hs).
 
-    ``mask`` (T, T) bool, True where the query may attend to the key; None is causal. Usually
+    ``mask`` (Tq, Tk) bool, True where the query may attend to the key; None is causal (Tq = Tk). Usually
     ``F.scaled_dot_product_attention``. A custom mask on the CPU at short contexts (the PFN's context /
     query pattern, T <= `EXPLICIT_MASKED_ATTENTION_MAX_T`) is computed explicitly instead: torch's CPU
     flash kernel with a mask is slower there, and ``torch.compile`` fuses the explicit form's masking
@@ -133,8 +133,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     T = q.size(-2)
     if mask is None or q.device.type != "cpu" or T > EXPLICIT_MASKED_ATTENTION_MAX_T:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-    scores = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, T, T)
-    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v  # (B, H, T, hs)
+    scores = (q @ k.transpose(-2, -1)) * (q.size(-1) ** -0.5)  # (B, H, Tq, Tk)
+    return torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v  # (B, H, Tq, hs)
 
 
 class SelfAttention(nn.Module):

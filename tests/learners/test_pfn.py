@@ -16,8 +16,8 @@ import learners
 import priors
 from learners import PFNConfig, PFNTransformer, TrainConfig, TransformerConfig, train
 from learners.checkpoint import checkpoint_steps, read_meta
-from learners.model import attend, build_model
-from learners.pfn import BarDistribution, pfn_attention_mask
+from learners.model import SelfAttention, attend, build_model
+from learners.pfn import BarDistribution, ContextAttention, pfn_attention_mask
 from toolkit import Episodes, Predictor, dims
 from toolkit.errors import ConfigError, DataError, ModelError
 
@@ -150,16 +150,16 @@ def test_fit_places_borders_at_quantiles():
 
 
 def test_attention_mask():
-    # tokens [e, c1, c2, c3, q1, q2, q3]: c_t sees e and c_<=t; q_t sees e and c_<t
+    # tokens [e, c1, c2, c3, q1, q2, q3] over the keys [e, c1, c2, c3]: c_t sees e and c_<=t; q_t sees e and c_<t
     want = torch.tensor(
         [
-            [1, 0, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 0, 0, 0],
-            [1, 1, 1, 0, 0, 0, 0],
-            [1, 1, 1, 1, 0, 0, 0],
-            [1, 0, 0, 0, 0, 0, 0],
-            [1, 1, 0, 0, 0, 0, 0],
-            [1, 1, 1, 0, 0, 0, 0],
+            [1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 1, 1, 0],
+            [1, 1, 1, 1],
+            [1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 1, 1, 0],
         ],
         dtype=torch.bool,
     )
@@ -169,7 +169,9 @@ def test_attention_mask():
 @pytest.mark.parametrize("length", [1, 3, 20, 40])  # tokens 3 .. 41 explicit on the CPU, 81 through the kernel
 def test_masked_attention_equals_numpy_softmax_attention(length):
     T, hs = 2 * length + 1, 8
-    q, k, v = torch.randn(3, 2, T, hs, generator=torch.Generator().manual_seed(length), dtype=torch.float64).unbind(0)
+    g = torch.Generator().manual_seed(length)
+    q = torch.randn(2, T, hs, generator=g, dtype=torch.float64)
+    k, v = torch.randn(2, 2, length + 1, hs, generator=g, dtype=torch.float64).unbind(0)  # keys: e and the context
     mask = pfn_attention_mask(length)
     got = attend(q[None], k[None], v[None], mask)[0].numpy()  # (H, T, hs)
     scores = q.numpy() @ k.numpy().transpose(0, 2, 1) / np.sqrt(hs)
@@ -177,6 +179,38 @@ def test_masked_attention_equals_numpy_softmax_attention(length):
     weights = np.exp(scores - scores.max(-1, keepdims=True))
     want = (weights / weights.sum(-1, keepdims=True)) @ v.numpy()
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def square_mask(length: int) -> torch.Tensor:
+    """The PFN's mask over all 2T + 1 tokens as keys, the queries included (nothing attends to them)."""
+    mask = torch.zeros(2 * length + 1, 2 * length + 1, dtype=torch.bool)
+    mask[:, : length + 1] = pfn_attention_mask(length)
+    return mask
+
+
+def test_context_attention_equals_self_attention_over_every_token():
+    g = torch.Generator().manual_seed(4)
+    attn = ContextAttention(16, 2, bias=True).double()
+    x = torch.randn(3, 2 * 5 + 1, 16, generator=g, dtype=torch.float64)
+    mask = pfn_attention_mask(5)
+    with torch.no_grad():
+        want = SelfAttention.forward(attn, x, square_mask(5))  # every token's q, k and v
+        torch.testing.assert_close(attn(x, mask), want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(attn(x, mask[6:]), want[:, 6:], rtol=1e-12, atol=1e-12)  # the queries' rows only
+
+
+def test_network_equals_the_plain_transformer_with_the_square_mask(net):
+    """Every block over all 2T + 1 tokens (`Block` with `SelfAttention`), the query rows read at the end."""
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(4, 10, 3, generator=g), torch.randn(4, 10, generator=g)
+    with torch.no_grad():
+        ex = net.enc_x(x)
+        h = torch.cat([net.empty.expand(4, 1, -1), ex + net.enc_y(y.unsqueeze(-1)), ex], dim=1)
+        for block in net.blocks:
+            h = h + SelfAttention.forward(block.attn, block.ln_1(h), square_mask(10))
+            h = h + block.mlp(block.ln_2(h))
+        want = net.head(net.ln_f(h[:, 11:]))
+        torch.testing.assert_close(net(x, y), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
