@@ -81,7 +81,7 @@ PFNS_WARMUP_EPOCHS = 10  # pfns' default
 # 0.84 at step 794 against 1.40 at step 1121, 0.098 after 3810 steps (358 s) against 0.159 after 3108 (293 s);
 # batch 128 instead of 64 did worse (0.487 after 1828 steps, 255 s), and so did lr 5e-3 (0.263 after 1871 steps,
 # 230 s) and 6 layers (0.249 after 3140 steps, 287 s). Measured with --skip-pfns --budget 300 --ours KEY=VALUE.
-# With the query tokens no longer keys (a step 0.89x the time): 0.199 after 3000 steps (--ours-steps 3000), and
+# With the query tokens no longer keys (a step 0.89-0.98x the time, benchmarks/pfn_query_keys.py): 0.199 after 3000 steps (--ours-steps 3000), and
 # batch 32, whose step costs 0.63x batch 64's, 0.160 after 6000 steps (the same episodes) and 0.202 after the
 # 4913 steps of 300 s: no better at equal time, so both trainers keep batch 64.
 PEER_CURRICULUM = "1:150,2:300,3:450,4:600"

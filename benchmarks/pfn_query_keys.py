@@ -33,13 +33,22 @@ from learners.pfn import PFNTransformer, pfn_attention_mask  # noqa: E402
 from learners.train import _make_optimizer, _Prefetcher, resolve_model_config, train_step, training_objective  # noqa: E402
 
 
+def square_mask(length: int, device=None) -> torch.Tensor:
+    """`pfn_attention_mask` over all 2T + 1 tokens as keys, the queries included (nothing attends to them)."""
+    mask = torch.zeros(2 * length + 1, 2 * length + 1, dtype=torch.bool, device=device)
+    mask[:, : length + 1] = pfn_attention_mask(length, device=device)
+    return mask
+
+
 class SquareMaskPFN(PFNTransformer):
-    """The same network computed the old way: every token a key, every block over all 2T + 1 rows."""
+    """The same network computed the old way: every token a key, every block over all 2T + 1 rows.
+
+    Also the reference that tests/learners/test_pfn.py checks `PFNTransformer` against.
+    """
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.size()
-        mask = torch.zeros(2 * T + 1, 2 * T + 1, dtype=torch.bool, device=x.device)
-        mask[:, : T + 1] = pfn_attention_mask(T, device=x.device)
+        mask = square_mask(T, device=x.device)
         ex = self.enc_x(x)
         h = torch.cat([self.empty.expand(B, 1, -1), ex + self.enc_y(y.unsqueeze(-1)), ex], dim=1)
         for block in self.blocks:

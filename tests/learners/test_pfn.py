@@ -7,6 +7,8 @@ network against the rule that position t sees x_<=t and y_<t and nothing else.
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,9 @@ from learners.model import SelfAttention, attend, build_model
 from learners.pfn import BarDistribution, ContextAttention, pfn_attention_mask
 from toolkit import Episodes, Predictor, dims
 from toolkit.errors import ConfigError, DataError, ModelError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from pfn_query_keys import SquareMaskPFN, square_mask  # noqa: E402  (the network computed the old way)
 
 K = 12  # buckets of the bar-distribution tests
 LENGTH = 8
@@ -181,13 +186,6 @@ def test_masked_attention_equals_numpy_softmax_attention(length):
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def square_mask(length: int) -> torch.Tensor:
-    """The PFN's mask over all 2T + 1 tokens as keys, the queries included (nothing attends to them)."""
-    mask = torch.zeros(2 * length + 1, 2 * length + 1, dtype=torch.bool)
-    mask[:, : length + 1] = pfn_attention_mask(length)
-    return mask
-
-
 def test_context_attention_equals_self_attention_over_every_token():
     g = torch.Generator().manual_seed(4)
     attn = ContextAttention(16, 2, bias=True).double()
@@ -200,17 +198,11 @@ def test_context_attention_equals_self_attention_over_every_token():
 
 
 def test_network_equals_the_plain_transformer_with_the_square_mask(net):
-    """Every block over all 2T + 1 tokens (`Block` with `SelfAttention`), the query rows read at the end."""
+    """Every block over all 2T + 1 tokens (`SelfAttention` with the square mask), the query rows read at the end."""
     g = torch.Generator().manual_seed(5)
     x, y = torch.randn(4, 10, 3, generator=g), torch.randn(4, 10, generator=g)
     with torch.no_grad():
-        ex = net.enc_x(x)
-        h = torch.cat([net.empty.expand(4, 1, -1), ex + net.enc_y(y.unsqueeze(-1)), ex], dim=1)
-        for block in net.blocks:
-            h = h + SelfAttention.forward(block.attn, block.ln_1(h), square_mask(10))
-            h = h + block.mlp(block.ln_2(h))
-        want = net.head(net.ln_f(h[:, 11:]))
-        torch.testing.assert_close(net(x, y), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, y), SquareMaskPFN.forward(net, x, y), rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
